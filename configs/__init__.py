@@ -1,0 +1,1 @@
+"""YAML presets (installed as genossa.configs); load them with genossa.config.load_config."""

@@ -1,0 +1,1 @@
+"""Triton kernels (installed as genossa.kernels); each has a PyTorch reference in genossa.ops."""

@@ -1,0 +1,1 @@
+"""End-to-end recipes as importable Python (installed as genossa.pipelines)."""
