@@ -1,0 +1,131 @@
+"""The `genossa` command line: thin click commands that parse, build a config, call the library.
+
+Errors in the user's input (GenossaError) and unreadable files (OSError) are printed as one
+line, `genossa: error: ...`, with exit status 1 and no traceback. Anything else is a bug in
+genossa and keeps its traceback so it can be reported.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from genossa import __version__
+from genossa.errors import GenossaError
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except GenossaError as err:
+            _fail(str(err))
+        except OSError as err:
+            where = f"{err.filename}: " if getattr(err, "filename", None) else ""
+            _fail(f"{where}{err.strerror or err}")
+        except KeyboardInterrupt:
+            click.echo("genossa: interrupted", err=True)
+            sys.exit(130)
+
+
+def _fail(message: str) -> None:
+    # one line: a message with newlines (e.g. from a library) is folded
+    click.echo("genossa: error: " + " ".join(message.split()), err=True)
+    sys.exit(1)
+
+
+def _not_yet(command: str, issue: int) -> None:
+    raise GenossaError(f"`genossa {command}` is not implemented in this version yet (tracked as issue #{issue})")
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", "-V", prog_name="genossa")
+def cli() -> None:
+    """genossa: long-sequence genomic language models (Mamba2 + scan-informed sparse attention).
+
+    Start with `genossa quickstart`, which trains a tiny model on the bundled E. coli genome.
+    """
+
+
+@cli.command()
+@click.option("--fasta", "fasta", multiple=True, type=click.Path(dir_okay=False),
+              help="FASTA file (plain, gzip or bgzip); repeat for multi-file genomes. Default: the bundled E. coli slice.")
+@click.option("--bam", "bam", multiple=True, type=click.Path(dir_okay=False), help="BAM/CRAM of reads to window; repeatable.")
+@click.option("--regions", type=click.Path(dir_okay=False), help="BED of intervals to include.")
+@click.option("--exclude", type=click.Path(dir_okay=False), help="BED of intervals to exclude.")
+@click.option("--length", default=131072, show_default=True, type=click.IntRange(min=1), help="Window length in bases.")
+@click.option("--stride", type=click.IntRange(min=1), help="Distance between window starts [default: --length].")
+@click.option("--max-n", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Skip windows with a larger N fraction.")
+def windows(fasta, bam, regions, exclude, length, stride, max_n) -> None:
+    """Show what a FASTA/BAM/BED input yields as model windows (counts, N and soft-masked fractions, speed)."""
+    _not_yet("windows", 2)
+
+
+@cli.command()
+@click.option("--config", "config", required=True, help="Preset name (tiny, small, base, large) or YAML file.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--resume", is_flag=True, help="Continue from the last complete checkpoint in --out.")
+def train(config, out, resume) -> None:
+    """Train a model with DeepSpeed (one CPU to many GPUs)."""
+    _not_yet("train", 5)
+
+
+@cli.command()
+@click.option("--checkpoint", type=click.Path(file_okay=False), help="Exported model directory.")
+@click.option("--fasta", type=click.Path(dir_okay=False), help="FASTA to embed.")
+@click.option("--out", type=click.Path(), help="Output Zarr store.")
+def embed(checkpoint, fasta, out) -> None:
+    """Write Matryoshka embeddings of a genome or regions to a Zarr store."""
+    _not_yet("embed", 6)
+
+
+@cli.command()
+@click.option("--checkpoint", type=click.Path(file_okay=False), help="Exported model directory.")
+@click.option("--fasta", type=click.Path(dir_okay=False), help="Reference FASTA.")
+@click.option("--vcf", type=click.Path(dir_okay=False), help="Variants (VCF/BCF).")
+@click.option("--out", type=click.Path(dir_okay=False), help="Scored VCF (bgzipped).")
+def score(checkpoint, fasta, vcf, out) -> None:
+    """Score variant effects: VCF in, scored VCF out."""
+    _not_yet("score", 7)
+
+
+@cli.command()
+@click.option("--out", type=click.Path(file_okay=False), default="genossa-quickstart", show_default=True)
+def quickstart(out) -> None:
+    """Train the tiny preset on the bundled genome on CPU, then embed and score."""
+    _not_yet("quickstart", 5)
+
+
+@cli.group()
+def config() -> None:
+    """Inspect and validate configurations."""
+
+
+@config.command("presets")
+def config_presets() -> None:
+    """List the presets shipped with genossa."""
+    from genossa.config import preset_names
+
+    for name in preset_names():
+        click.echo(name)
+
+
+@config.command("show")
+@click.argument("name_or_path")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a key, e.g. train.steps=100.")
+def config_show(name_or_path, overrides) -> None:
+    """Print the resolved config of a preset or YAML file (validated strictly)."""
+    import yaml
+
+    from genossa.config import config_to_dict, load_config, parse_override
+
+    cfg = load_config(name_or_path, dict(parse_override(o) for o in overrides))
+    click.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), nl=False)
+
+
+def main() -> None:
+    cli(prog_name="genossa")
+
+
+if __name__ == "__main__":
+    main()
