@@ -57,8 +57,8 @@ def test_sparse_equals_dense_masked_on_same_pattern(T, C, W, causal):
     cot = torch.randn_like(out)
     g_out = torch.autograd.grad((out * cot).sum(), (q, k, v))
     g_ref = torch.autograd.grad((ref * cot).sum(), (q, k, v))
-    for a, b in zip(g_out, g_ref):
-        assert rel(a, b) < 1e-12
+    for a, b in zip(g_out, g_ref):  # at T = 1 the q gradient is exactly 0: bound absolutely there
+        assert (a - b).norm() <= 1e-12 * max(b.norm().item(), 1.0)
 
 
 @pytest.mark.parametrize("causal", [True, False])
