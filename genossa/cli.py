@@ -49,16 +49,29 @@ def cli() -> None:
 
 @cli.command()
 @click.option("--fasta", "fasta", multiple=True, type=click.Path(dir_okay=False),
-              help="FASTA file (plain, gzip or bgzip); repeat for multi-file genomes. Default: the bundled E. coli slice.")
+              help="FASTA file (plain, gzip or bgzip); repeat for multi-file genomes. Default: the bundled E. coli slice (unless --bam is given).")
 @click.option("--bam", "bam", multiple=True, type=click.Path(dir_okay=False), help="BAM/CRAM of reads to window; repeatable.")
+@click.option("--reference", type=click.Path(dir_okay=False), help="Reference FASTA of a CRAM [default: the first --fasta].")
 @click.option("--regions", type=click.Path(dir_okay=False), help="BED of intervals to include.")
 @click.option("--exclude", type=click.Path(dir_okay=False), help="BED of intervals to exclude.")
 @click.option("--length", default=131072, show_default=True, type=click.IntRange(min=1), help="Window length in bases.")
 @click.option("--stride", type=click.IntRange(min=1), help="Distance between window starts [default: --length].")
-@click.option("--max-n", default=0.5, show_default=True, type=click.FloatRange(0, 1), help="Skip windows with a larger N fraction.")
-def windows(fasta, bam, regions, exclude, length, stride, max_n) -> None:
+@click.option("--last", "last_window", default="pad", show_default=True, type=click.Choice(["drop", "pad", "end_aligned"]),
+              help="The tail no full window reaches: drop it, pad it, or add a window aligned to the end.")
+@click.option("--max-n", default=0.1, show_default=True, type=click.FloatRange(0, 1), help="Skip windows with a larger N fraction.")
+@click.option("--min-read-length", default=1000, show_default=True, type=click.IntRange(min=0), help="Skip shorter BAM reads.")
+@click.option("--min-mapq", default=0, show_default=True, type=click.IntRange(0, 255), help="Skip BAM reads with a lower MAPQ.")
+def windows(fasta, bam, reference, regions, exclude, length, stride, last_window, max_n, min_read_length, min_mapq) -> None:
     """Show what a FASTA/BAM/BED input yields as model windows (counts, N and soft-masked fractions, speed)."""
-    _not_yet("windows", 2)
+    from genossa.data.config import DataConfig
+    from genossa.data.windows import format_summary, summarize_windows
+
+    config = DataConfig(
+        fasta=tuple(fasta), bam=tuple(bam), reference=reference or "", regions=regions or "", exclude=exclude or "",
+        window=length, stride=stride, last_window=last_window, max_n_fraction=max_n,
+        min_read_length=min_read_length, min_mapq=min_mapq, shuffle=False, rc_prob=0.0,
+    )
+    click.echo(format_summary(summarize_windows(config), config))
 
 
 @cli.command()
