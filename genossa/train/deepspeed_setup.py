@@ -8,6 +8,7 @@ compiled with ninja on a CPU run, is skipped because gloo does the communication
 from __future__ import annotations
 
 import importlib
+import logging
 import os
 import socket
 
@@ -36,8 +37,12 @@ def ensure_process_group_env() -> None:
 
 def import_deepspeed():
     """Import DeepSpeed with its CPU shared-memory op build disabled (gloo communicates)."""
+    if not torch.cuda.is_available():
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")  # say it, rather than have it warn
     import deepspeed
+    from deepspeed.utils import logger
 
+    logger.setLevel(logging.WARNING)  # genossa reports progress itself
     importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
     return deepspeed
 
@@ -71,17 +76,34 @@ def resolve_device(train: TrainConfig) -> torch.device:
     return torch.device("cpu")
 
 
+def _deepspeed_state_classes() -> list:
+    """DeepSpeed's plain state-holding classes found in its ZeRO optimizer checkpoints.
+
+    They are allow-listed by name for torch.load(weights_only=True): the unpickler rebuilds
+    these few data holders and refuses every other global.
+    """
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    return [LossScaler, DynamicLossScaler, ZeroStageEnum, fragment_address]
+
+
 def use_safe_checkpoint_loads(engine) -> None:
     """Make `engine.load_checkpoint` read with torch.load(weights_only=True).
 
-    DeepSpeed's own engine unpickles arbitrary objects; ours restores only tensors and plain
-    containers, so a checkpoint cannot execute code when it is loaded.
+    DeepSpeed's own engine unpickles arbitrary objects; ours restores only tensors, plain
+    containers and DeepSpeed's allow-listed state holders, so loading a checkpoint cannot
+    execute code.
     """
     from deepspeed.runtime.checkpoint_engine.torch_checkpoint_engine import TorchCheckpointEngine
 
+    allowed = _deepspeed_state_classes()
+
     class SafeTorchCheckpointEngine(TorchCheckpointEngine):
         def load(self, path: str, map_location=None):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            with torch.serialization.safe_globals(allowed):
+                return torch.load(path, map_location=map_location, weights_only=True)
 
     safe = SafeTorchCheckpointEngine.__new__(SafeTorchCheckpointEngine)
     safe.__dict__.update(engine.checkpoint_engine.__dict__)
