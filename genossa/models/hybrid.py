@@ -1,0 +1,250 @@
+"""`GenossaLM`: token embedding, N hybrid blocks, final RMSNorm, LM head.
+
+One block (pre-norm, residual):
+
+    h = norm1(x)
+    m = Mamba2Mixer(h)                               multi-scale SSD, importance per scale
+    a = ScanSparseAttention(h, m.scan, m.norm, m.change)
+    x = x + FusionGate(h, m.out, a)                  g * ssm + (1 - g) * attn, g from h
+    x = x + SwiGLU(norm2(x))
+
+Data contract: tokens [B, T] int64 in the genossa alphabet (A=0 C=1 G=2 T=3 N=4 PAD=5 BOS=6
+EOS=7 MASK=8); logits [B, T, V]; hidden (last residual stream) and embeddings (after the final
+norm; Matryoshka prefixes are its leading channels) [B, T, d_model].
+
+Causal mode can stream: forward(tokens, state=..., return_state=True) continues a sequence
+(see streaming.py). A directory written by `save_pretrained` holds config.json and
+model.safetensors (no pickle).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import typing
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from genossa.models.config import ModelConfig
+from genossa.models.losses import bits_per_base, lm_loss
+from genossa.models.matryoshka import mrl_loss, truncated_logits
+from genossa.modules import (
+    AttentionCache,
+    FusionGate,
+    Mamba2Mixer,
+    MixerState,
+    RMSNorm,
+    ScanSparseAttention,
+    SwiGLU,
+)
+from genossa.sequence.alphabet import PAD
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+class BlockState(NamedTuple):
+    mixer: MixerState
+    attention: AttentionCache
+
+
+class ModelState(NamedTuple):
+    """Streaming state of a causal model after `pos` tokens (one entry per block)."""
+
+    pos: int
+    blocks: tuple[BlockState, ...]
+
+
+class ModelOutput(NamedTuple):
+    logits: Tensor
+    """[B, T, V] next-base (causal) or masked-base (bidirectional) logits at full width."""
+    hidden: Tensor
+    """[B, T, d_model] the residual stream after the last block."""
+    embeddings: Tensor
+    """[B, T, d_model] final-normed hidden: the Matryoshka embeddings (prefixes = leading channels)."""
+    state: ModelState | None
+    """The state after the last token, with return_state."""
+
+
+class LossOutput(NamedTuple):
+    loss: Tensor
+    """The training loss: mean over Matryoshka prefixes of the (weighted) cross-entropy."""
+    per_dim: dict[int, Tensor]
+    """{prefix: its cross-entropy in nats}."""
+    bits_per_base: Tensor
+    """Full-width bits per base (no gradient)."""
+    output: ModelOutput
+
+
+class HybridBlock(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm1 = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mixer = Mamba2Mixer(
+            cfg.d_model, cfg.ssm_heads, cfg.ssm_head_dim, cfg.ssm_d_state, n_groups=cfg.ssm_groups,
+            d_conv=cfg.ssm_conv, chunk_size=cfg.ssm_chunk, scales=cfg.ssm_scales, bidirectional=not cfg.causal,
+            eps=cfg.norm_eps,
+        )
+        self.attention = ScanSparseAttention(
+            cfg.d_model, cfg.ssm_inner, cfg.attn_heads, cfg.attn_head_dim, summary_dim=cfg.scan_summary_dim,
+            window=cfg.attn_window, chunk_size=cfg.attn_chunk, topk_base=cfg.topk_base,
+            topk_alpha=cfg.topk_alpha, topk_cap=cfg.topk_cap, causal=cfg.causal, bias_init=cfg.scan_bias_init,
+        )
+        self.fusion = FusionGate(cfg.d_model)
+        self.norm2 = RMSNorm(cfg.d_model, cfg.norm_eps) if cfg.mlp_ratio > 0 else None
+        self.mlp = SwiGLU(cfg.d_model, cfg.mlp_ratio) if cfg.mlp_ratio > 0 else None
+
+    def forward(self, x: Tensor, state: BlockState | None = None, return_state: bool = False):
+        h = self.norm1(x)
+        m = self.mixer(h, state.mixer if state is not None else None)
+        a = self.attention(h, m.scan, m.norm, m.change, cache=state.attention if state is not None else None,
+                           return_cache=return_state)
+        if return_state:
+            a, cache = a
+        x = x + self.fusion(h, m.out, a)
+        if self.mlp is not None:
+            x = x + self.mlp(self.norm2(x))
+        return (x, BlockState(m.state, cache)) if return_state else x
+
+
+class GenossaLM(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.embedding = nn.Embedding(config.vocab_size, config.d_model)
+        self.blocks = nn.ModuleList(HybridBlock(config) for _ in range(config.n_layers))
+        self.norm_f = RMSNorm(config.d_model, config.norm_eps)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.reset_parameters()
+        if config.tie_embeddings:
+            self.lm_head.weight = self.embedding.weight
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Normal(0, init_std) for linear and embedding weights, output projections scaled by
+        1/sqrt(2 n_layers) (two residual writes per block, GPT-2); biases zero. The mixer's dt, A,
+        D and conv keep their own init."""
+        std = self.config.init_std
+        for name, module in self.named_modules():
+            if isinstance(module, (nn.Linear, nn.Embedding)):
+                scaled = name.endswith(("out_proj", "mlp.down"))
+                nn.init.normal_(module.weight, 0.0, std / math.sqrt(2 * self.config.n_layers) if scaled else std)
+                if getattr(module, "bias", None) is not None:
+                    nn.init.zeros_(module.bias)
+
+    def forward(self, tokens: Tensor, state: ModelState | None = None, return_state: bool = False) -> ModelOutput:
+        """tokens [B, T] -> ModelOutput. `state` continues a sequence (causal, streaming)."""
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must be [B, T], got shape {tuple(tokens.shape)}")
+        if (state is not None or return_state) and not self.config.causal:
+            raise ValueError("streaming needs a causal model (config.causal = True)")
+        if state is not None and state.pos % self.config.attn_chunk:
+            raise ValueError(
+                f"cannot continue after {state.pos} tokens: every chunk but the last must be a multiple "
+                f"of attn_chunk = {self.config.attn_chunk}"
+            )
+        x = self.embedding(tokens.long())
+        new_states = []
+        for i, block in enumerate(self.blocks):
+            if return_state:
+                x, bs = block(x, state.blocks[i] if state is not None else None, return_state=True)
+                new_states.append(bs)
+            else:
+                x = block(x, state.blocks[i] if state is not None else None)
+        emb = self.norm_f(x)
+        logits = self.lm_head(emb)
+        new_state = None
+        if return_state:
+            new_state = ModelState((state.pos if state is not None else 0) + tokens.shape[1], tuple(new_states))
+        return ModelOutput(logits, x, emb, new_state)
+
+    def compute_loss(self, tokens: Tensor, *, loss_weights: Tensor | None = None, targets: Tensor | None = None,
+                     matryoshka: bool = True) -> LossOutput:
+        """Training loss on tokens [B, T].
+
+        Causal: next-base prediction; bidirectional: predict `targets` [B, T] (see
+        losses.mask_tokens). loss_weights [B, T] weight each target (soft-masked bases, masked
+        positions); PAD targets never count. With matryoshka, the loss averages every prefix in
+        config.mrl_dims (shared truncated head); otherwise it is the full-width loss.
+        """
+        out = self(tokens)
+        kw = dict(weights=loss_weights, causal=self.config.causal, targets=targets)
+        if matryoshka:
+            loss, per_dim = mrl_loss(out.embeddings, self.lm_head.weight, self.lm_head.bias, tokens,
+                                     self.config.mrl_dims, **kw)
+        else:
+            loss = lm_loss(out.logits, tokens, loss_weights, causal=self.config.causal, targets=targets)
+            per_dim = {self.config.d_model: loss}
+        bpb = bits_per_base(out.logits, tokens, causal=self.config.causal, targets=targets, weights=loss_weights)
+        return LossOutput(loss, per_dim, bpb, out)
+
+    def prefix_logits(self, embeddings: Tensor, dim: int) -> Tensor:
+        """Logits [B, T, V] from the Matryoshka prefix embeddings[..., :dim]."""
+        self._check_dim(dim)
+        return truncated_logits(embeddings, self.lm_head.weight, self.lm_head.bias, dim)
+
+    def embed(self, tokens: Tensor, dim: int | None = None, pool: str | None = None) -> Tensor:
+        """Matryoshka embeddings at prefix `dim` (default: full width).
+
+        pool=None: [B, T, dim] per position; "mean": [B, dim] mean over non-PAD positions.
+        Prefixes in config.mrl_dims are trained; any other dim is a plain truncation.
+        """
+        dim = self.config.d_model if dim is None else dim
+        self._check_dim(dim)
+        emb = self(tokens).embeddings[..., :dim]
+        if pool is None:
+            return emb
+        if pool == "mean":
+            keep = (tokens != PAD).unsqueeze(-1).to(emb.dtype)
+            return (emb * keep).sum(1) / keep.sum(1).clamp_min(1)
+        raise ValueError(f"pool must be None or 'mean', got {pool!r}")
+
+    def _check_dim(self, dim: int) -> None:
+        if not 0 < dim <= self.config.d_model:
+            raise ValueError(f"dim must be in [1, {self.config.d_model}], got {dim}")
+
+    def num_parameters(self, exclude_embeddings: bool = False) -> int:
+        """Number of distinct parameters (a tied head counts once)."""
+        params = {id(p): p for p in self.parameters()}
+        n = sum(p.numel() for p in params.values())
+        if exclude_embeddings:
+            n -= self.embedding.weight.numel()
+        return n
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write config.json and model.safetensors into `directory` (created if needed)."""
+        from safetensors.torch import save_model
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / CONFIG_FILE).write_text(json.dumps(config_to_json(self.config), indent=2) + "\n")
+        save_model(self, str(directory / WEIGHTS_FILE))
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "GenossaLM":
+        """Load a directory written by `save_pretrained` (strictly: every weight must match)."""
+        from safetensors.torch import load_model
+
+        directory = Path(directory)
+        config = config_from_json(json.loads((directory / CONFIG_FILE).read_text()))
+        model = cls(config)
+        load_model(model, str(directory / WEIGHTS_FILE), strict=True, device=str(map_location))
+        return model
+
+
+def config_to_json(config: ModelConfig) -> dict:
+    """Plain values (tuples become lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+
+
+def config_from_json(values: dict) -> ModelConfig:
+    """ModelConfig from `config_to_json` values; unknown keys are an error."""
+    hints = typing.get_type_hints(ModelConfig)
+    unknown = set(values) - set(hints)
+    if unknown:
+        raise ValueError(f"unknown ModelConfig keys: {sorted(unknown)}")
+    return ModelConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})

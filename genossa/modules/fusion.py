@@ -1,0 +1,26 @@
+"""Adaptive hybrid fusion: a learned, input-conditioned gate between SSM and attention outputs."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class FusionGate(nn.Module):
+    """out = g * ssm + (1 - g) * attn with g = sigmoid(W x + b) per position and channel.
+
+    x is the (normed) block input both branches read, so each position and channel decides how
+    much it relies on the scan (cheap, long memory) or on attention (exact recall). b = 0 starts
+    at an even mix. All [B, T, D].
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+
+    def gate(self, x: Tensor) -> Tensor:
+        """[B, T, D] gate values in (0, 1)."""
+        return torch.sigmoid(self.proj(x))
+
+    def forward(self, x: Tensor, ssm: Tensor, attn: Tensor) -> Tensor:
+        g = self.gate(x)
+        return g * ssm + (1 - g) * attn

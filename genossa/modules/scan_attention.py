@@ -1,0 +1,168 @@
+"""Scan-informed sparse attention: the pattern comes from the mixer's importance, the logits carry
+a bias from the mixer's scan summaries.
+
+    q, k, v = projections of x                     [B, T, H, D]
+    s_j = W_s scan_j                               [B, T, d_s]   scan summary of position j
+    logit_ij = <q_i, k_j>/sqrt(D) + lambda_h <q_i, W s_j> + mu_h <k_j, W' s_j>
+
+over the local span of i and the top-k keys selected for i's chunk (ops/sparse_attention).
+Both bias terms vary with the key j, so neither cancels in the softmax; they are folded into
+one widened dot product (bias.py).
+
+Streaming (causal): `AttentionCache` keeps the widened keys, values, importance and complexity of
+the last window + chunk positions (still in local spans or not yet selectable) and the running
+top-cap pool with its keys and values: O(window + chunk + cap) per layer, whatever the length.
+"""
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from genossa.ops.sparse_attention import (
+    SelectionState,
+    combine_scales,
+    fold_scan_bias,
+    gather_selected,
+    select_bidirectional,
+    select_causal,
+    sparse_attention,
+)
+
+
+class AttentionCache(NamedTuple):
+    """Streaming state of one causal attention layer after `pos` tokens."""
+
+    pos: int
+    """Tokens seen so far (a multiple of the query chunk until the last call)."""
+    k: Tensor
+    """[B, R, H, 2D+1] widened keys of positions [pos - R, pos), R <= window + chunk."""
+    v: Tensor
+    """[B, R, H, D] values of the same positions."""
+    importance: Tensor
+    """[B, R] importance of the same positions."""
+    complexity: Tensor
+    """[B, R] complexity of the same positions."""
+    pool: SelectionState
+    """The running top-cap pool (positions < pos - R)."""
+    pool_k: Tensor
+    """[B, cap, H, 2D+1] widened keys of the pooled positions."""
+    pool_v: Tensor
+    """[B, cap, H, D] values of the pooled positions."""
+
+
+class ScanSparseAttention(nn.Module):
+    def __init__(
+        self,
+        d_model: int,
+        scan_dim: int,
+        n_heads: int,
+        head_dim: int,
+        *,
+        summary_dim: int,
+        window: int,
+        chunk_size: int,
+        topk_base: int,
+        topk_alpha: float,
+        topk_cap: int,
+        causal: bool = True,
+        bias_init: float = 0.1,
+    ):
+        super().__init__()
+        self.n_heads, self.head_dim = n_heads, head_dim
+        self.window, self.chunk_size = window, chunk_size
+        self.topk_base, self.topk_alpha, self.topk_cap = topk_base, topk_alpha, topk_cap
+        self.causal = causal
+        self.qkv = nn.Linear(d_model, 3 * n_heads * head_dim, bias=False)
+        self.summary = nn.Linear(scan_dim, summary_dim)  # S: per-position scan summaries
+        self.summary_q = nn.Linear(summary_dim, n_heads * head_dim, bias=False)  # W, compared with q_i
+        self.summary_k = nn.Linear(summary_dim, n_heads * head_dim, bias=False)  # W', compared with k_j
+        self.lam = nn.Parameter(torch.full((n_heads,), float(bias_init)))
+        self.mu = nn.Parameter(torch.full((n_heads,), float(bias_init)))
+        self.out_proj = nn.Linear(n_heads * head_dim, d_model, bias=False)
+
+    @property
+    def recent(self) -> int:
+        """Positions the streaming cache keeps in full: window + chunk."""
+        return self.window + self.chunk_size
+
+    def _project(self, x: Tensor, scan: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        bsz, T, _ = x.shape
+        H, D = self.n_heads, self.head_dim
+        q, k, v = self.qkv(x).view(bsz, T, 3, H, D).unbind(2)
+        s = self.summary(scan)  # [B, T, d_s]
+        ws = self.summary_q(s).view(bsz, T, H, D)
+        wks = self.summary_k(s).view(bsz, T, H, D)
+        q_wide, k_wide = fold_scan_bias(q, k, ws, wks, self.lam, self.mu, scale=1.0 / math.sqrt(D))
+        return q_wide, k_wide, v
+
+    def forward(
+        self,
+        x: Tensor,
+        scan: Tensor,
+        norm: Tensor,
+        change: Tensor,
+        cache: AttentionCache | None = None,
+        return_cache: bool = False,
+    ):
+        """x [B, T, d_model] (normed block input), scan [B, T, E] (mixer's scan output),
+        norm / change [B, T, S] (mixer's per-scale state norms).
+
+        Returns out [B, T, d_model], and the new cache with return_cache (causal only).
+        """
+        q, k, v = self._project(x, scan)
+        importance, complexity = combine_scales(norm, change)
+        kw = dict(chunk_size=self.chunk_size, window=self.window, base=self.topk_base, alpha=self.topk_alpha,
+                  cap=self.topk_cap)
+        if not self.causal:
+            if cache is not None or return_cache:
+                raise ValueError("bidirectional attention sees the whole sequence: it cannot stream")
+            sel = select_bidirectional(importance, complexity, **kw)
+            out = sparse_attention(q, k, v, gather_selected(k, sel.pos), gather_selected(v, sel.pos), sel.pos,
+                                   sel.valid, chunk_size=self.chunk_size, window=self.window, causal=False, scale=1.0)
+            return self.out_proj(out.flatten(2))
+
+        start = 0 if cache is None else cache.pos
+        if cache is not None:
+            k = torch.cat([cache.k, k], 1)
+            v = torch.cat([cache.v, v], 1)
+            importance = torch.cat([cache.importance, importance], 1)
+            complexity = torch.cat([cache.complexity, complexity], 1)
+        k_start = start - (cache.k.shape[1] if cache is not None else 0)
+        sel, pool = select_causal(
+            importance, complexity, q_start=start, n_queries=q.shape[1], score_start=k_start,
+            state=cache.pool if cache is not None else None, **kw,
+        )
+        sel_k, sel_v = self._gather(sel.pos, k, v, k_start, cache)
+        out = sparse_attention(q, k, v, sel_k, sel_v, sel.pos, sel.valid, chunk_size=self.chunk_size,
+                               window=self.window, causal=True, q_start=start, k_start=k_start, scale=1.0)
+        out = self.out_proj(out.flatten(2))
+        if not return_cache:
+            return out
+        keep = min(self.recent, k.shape[1])
+        pool_k, pool_v = self._gather(pool.pos[:, None], k, v, k_start, cache)
+        new_cache = AttentionCache(
+            start + q.shape[1], k[:, -keep:], v[:, -keep:], importance[:, -keep:], complexity[:, -keep:],
+            pool, pool_k[:, 0], pool_v[:, 0],
+        )
+        return out, new_cache
+
+    @staticmethod
+    def _gather(pos: Tensor, k: Tensor, v: Tensor, k_start: int, cache: AttentionCache | None):
+        """Keys/values at positions pos [B, NC, K]: from k, v (positions >= k_start) or else from
+        the cache's pool. Returns [B, NC, K, H, Dk], [B, NC, K, H, Dv]."""
+        sel_k, sel_v = gather_selected(k, pos, k_start), gather_selected(v, pos, k_start)
+        if cache is None or k_start <= 0:
+            return sel_k, sel_v
+        bsz, n_chunks, n_sel = pos.shape
+        match = pos[..., None] == cache.pool.pos[:, None, None, :]  # [B, NC, K, cap]
+        slot = match.float().argmax(-1).reshape(bsz, -1)  # [B, NC*K]
+        H = k.shape[2]
+        pooled_k = cache.pool_k.gather(1, slot[..., None, None].expand(-1, -1, H, cache.pool_k.shape[-1]))
+        pooled_v = cache.pool_v.gather(1, slot[..., None, None].expand(-1, -1, H, cache.pool_v.shape[-1]))
+        from_pool = ((pos >= 0) & (pos < k_start))[..., None, None]
+        sel_k = torch.where(from_pool, pooled_k.view(bsz, n_chunks, n_sel, H, -1), sel_k)
+        sel_v = torch.where(from_pool, pooled_v.view(bsz, n_chunks, n_sel, H, -1), sel_v)
+        return sel_k, sel_v
