@@ -18,7 +18,8 @@ windows of indexed files (plain, bgzip) are permuted as a whole each epoch; wind
 plain-gzip files, which can only be streamed, keep their file's record order and are
 permuted within each record (the record is held in memory). BAM reads keep file order.
 Everything is a pure function of (seed, epoch): the order, and the reverse-complement draw
-of each window, which is keyed by the window's place in the epoch, not by who reads it.
+of each window, which is keyed by the window itself (its index in the plan, or its read and
+place in the read), not by its place in the order or by who reads it.
 
 Sharding: the epoch's units (FASTA windows; BAM reads, whose windows stay together) are
 dealt round-robin to `world_size x num_workers` shards; shard = rank * num_workers + worker.
@@ -281,7 +282,7 @@ class WindowDataset(IterableDataset):
             else:
                 text = self.genome.fetch(contig, s, e)
             raw = np.frombuffer(text.encode("ascii", errors="replace"), dtype=np.uint8)
-            yield _Candidate(local, (0, local * num_shards + shard), "fasta", str(self.genome.paths[info.file]),
+            yield _Candidate(local, (0, i), "fasta", str(self.genome.paths[info.file]),
                              contig, s, e, contig, raw)
         yield from self._bam_candidates(shard, num_shards, start, position=mine.size)
 
