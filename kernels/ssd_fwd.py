@@ -1,0 +1,336 @@
+"""Triton forward kernels of the chunked Mamba2 SSD scan, with importance fused in the epilogue.
+
+Maths and shapes: genossa/ops/ssd/naive.py (the reference these kernels equal). Per batch b,
+head h (group g = h // (H // G)), chunk c of CHUNK positions, with a_t = dt_t * A and acum the
+cumulative sum of a inside the chunk:
+
+1. `_chunk_state_fwd_kernel`, grid (NC, B*H): the chunk's own contribution to the state at its
+   end, S_c = sum_l exp(acum_last - acum_l) dt_l x_l B_l^T  [P, N], and the chunk's log decay
+   acum_last.
+2. `_state_passing_fwd_kernel`, grid (P*N / BLOCK, B*H): the sequential pass over chunks,
+   H_{c+1} = exp(acum_last_c) H_c + S_c, overwriting S_c by H_c (the state *before* chunk c)
+   in place, and writing the final state H_NC.
+3. `_chunk_scan_fwd_kernel`, grid (NC, B*H):
+   y_t = sum_{s<=t in chunk} (C_t . B_s) exp(acum_t - acum_s) dt_s x_s + exp(acum_t) H_c C_t + D x_t,
+   optionally times silu(z_t). With IMPORTANCE it also forms, from the same tiles,
+   r_t = x_t^T h_{t-1} B_t and s_t = |x_t|^2 |B_t|^2 and runs the scalar recurrences of
+   n_t = ||h_t||^2 and d_t = ||h_t - h_{t-1}||^2 (naive.py docstring) through the chunk, started
+   from ||H_c||^2: no state is ever stored per position.
+
+Only per-chunk states ([B, NC, H, P, N], fp32) are stored, so memory is linear in T.
+Accumulation is fp32; tiles fed to tl.dot are cast to the input dtype (DOT_PREC picks IEEE fp32
+dots for fp32 inputs, so fp32 stays exact on GPUs, where tl.dot would otherwise use tf32).
+"""
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _expm1(a):
+    """exp(a) - 1 accurate for tiny |a| (Kahan's trick: (u - 1) * a / log(u), u = exp(a))."""
+    u = tl.exp(a)
+    um1 = u - 1.0
+    safe = (u != 1.0) & (a > -20.0)
+    kahan = um1 * a / tl.log(tl.where(safe, u, 2.0))
+    return tl.where(u == 1.0, a, tl.where(a > -20.0, kahan, um1))
+
+
+@triton.jit
+def _load_dt_block(dt_ptr, stride_dt_t, offs_l, t0, T, CHUNK: tl.constexpr, A_h, carry):
+    """dt, a = dt * A and acum (carry + cumsum of a) of one block of positions of a chunk.
+
+    Positions past the chunk or past T read dt = 0 (decay 1, no input), like the reference's padding.
+    Returns (dt [BL], a [BL], acum [BL], mask [BL]) in fp32.
+    """
+    mask = (offs_l < CHUNK) & (t0 + offs_l < T)
+    # [BL]
+    dt = tl.load(dt_ptr + (t0 + offs_l) * stride_dt_t, mask=mask, other=0.0).to(tl.float32)
+    a = dt * A_h
+    acum = carry + tl.cumsum(a, axis=0)
+    return dt, a, acum, mask
+
+
+@triton.jit
+def _chunk_log_decay(dt_ptr, stride_dt_t, t0, T, A_h, CHUNK: tl.constexpr, BLOCK_L: tl.constexpr):
+    """acum_last: the sum of a over the whole chunk."""
+    total = 0.0
+    for lb in range(0, CHUNK, BLOCK_L):
+        offs = lb + tl.arange(0, BLOCK_L)
+        mask = (offs < CHUNK) & (t0 + offs < T)
+        # [BL]
+        dt = tl.load(dt_ptr + (t0 + offs) * stride_dt_t, mask=mask, other=0.0).to(tl.float32)
+        total += tl.sum(dt * A_h, axis=0)
+    return total
+
+
+@triton.jit
+def _chunk_state_fwd_kernel(
+    x_ptr, dt_ptr, A_ptr, B_ptr, states_ptr, decay_ptr,
+    T, H, P, N, heads_per_group, NC,
+    stride_x_b, stride_x_t, stride_x_h,
+    stride_dt_b, stride_dt_t, stride_dt_h,
+    stride_B_b, stride_B_t, stride_B_g,
+    stride_s_b, stride_s_c, stride_s_h,
+    CHUNK: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
+    c = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    g = h // heads_per_group
+    t0 = c * CHUNK
+    x_ptr += b * stride_x_b + h * stride_x_h
+    dt_ptr += b * stride_dt_b + h * stride_dt_h
+    B_ptr += b * stride_B_b + g * stride_B_g
+    A_h = tl.load(A_ptr + h).to(tl.float32)
+
+    offs_p = tl.arange(0, BLOCK_P)
+    offs_n = tl.arange(0, BLOCK_N)
+    a_total = _chunk_log_decay(dt_ptr, stride_dt_t, t0, T, A_h, CHUNK, BLOCK_L)
+    acc = tl.zeros((BLOCK_P, BLOCK_N), dtype=tl.float32)
+    carry = 0.0
+    for lb in range(0, CHUNK, BLOCK_L):
+        offs_l = lb + tl.arange(0, BLOCK_L)
+        dt, a, acum, mask_l = _load_dt_block(dt_ptr, stride_dt_t, offs_l, t0, T, CHUNK, A_h, carry)
+        carry += tl.sum(a, axis=0)
+        w = tl.exp(a_total - acum) * dt
+        # [BP, BL] x transposed
+        xT = tl.load(
+            x_ptr + (t0 + offs_l)[None, :] * stride_x_t + offs_p[:, None],
+            mask=mask_l[None, :] & (offs_p[:, None] < P), other=0.0,
+        )
+        # [BL, BN]
+        Bl = tl.load(
+            B_ptr + (t0 + offs_l)[:, None] * stride_B_t + offs_n[None, :],
+            mask=mask_l[:, None] & (offs_n[None, :] < N), other=0.0,
+        )
+        xw = (xT.to(tl.float32) * w[None, :]).to(Bl.dtype)
+        acc += tl.dot(xw, Bl, input_precision=DOT_PREC)
+    states_ptr += b * stride_s_b + c * stride_s_c + h * stride_s_h
+    tl.store(
+        states_ptr + offs_p[:, None] * N + offs_n[None, :], acc,
+        mask=(offs_p[:, None] < P) & (offs_n[None, :] < N),
+    )
+    tl.store(decay_ptr + bh * NC + c, a_total)
+
+
+@triton.jit
+def _state_passing_fwd_kernel(
+    states_ptr, decay_ptr, init_ptr, final_ptr,
+    H, PN, NC,
+    stride_s_b, stride_s_c, stride_s_h,
+    HAS_INIT: tl.constexpr, BLOCK: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < PN
+    if HAS_INIT:
+        # [BLOCK]
+        state = tl.load(init_ptr + bh * PN + offs, mask=mask, other=0.0).to(tl.float32)
+    else:
+        state = tl.zeros((BLOCK,), dtype=tl.float32)
+    states_ptr += b * stride_s_b + h * stride_s_h
+    for c in range(0, NC):
+        # [BLOCK] the chunk's own contribution, replaced by the state before the chunk
+        own = tl.load(states_ptr + c * stride_s_c + offs, mask=mask, other=0.0)
+        tl.store(states_ptr + c * stride_s_c + offs, state, mask=mask)
+        state = tl.exp(tl.load(decay_ptr + bh * NC + c)) * state + own
+    tl.store(final_ptr + bh * PN + offs, state, mask=mask)
+
+
+@triton.jit
+def _chunk_scan_fwd_kernel(
+    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_ptr,
+    y_ptr, ypre_ptr, norm_ptr, change_ptr,
+    T, H, P, N, heads_per_group,
+    stride_x_b, stride_x_t, stride_x_h,
+    stride_dt_b, stride_dt_t, stride_dt_h,
+    stride_B_b, stride_B_t, stride_B_g,
+    stride_s_b, stride_s_c, stride_s_h,
+    CHUNK: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, IMPORTANCE: tl.constexpr, DOT_PREC: tl.constexpr,
+):
+    """x, z, y, ypre share x's strides; B, C share B's; dt, norm, change share dt's."""
+    c = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    g = h // heads_per_group
+    t0 = c * CHUNK
+    xoff = b * stride_x_b + h * stride_x_h
+    x_ptr += xoff
+    dt_ptr += b * stride_dt_b + h * stride_dt_h
+    B_ptr += b * stride_B_b + g * stride_B_g
+    C_ptr += b * stride_B_b + g * stride_B_g
+    A_h = tl.load(A_ptr + h).to(tl.float32)
+
+    offs_p = tl.arange(0, BLOCK_P)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_b = tl.arange(0, BLOCK_L)
+    mask_pn = (offs_p[:, None] < P) & (offs_n[None, :] < N)
+    # [BP, BN] state before the chunk
+    start = tl.load(
+        starts_ptr + b * stride_s_b + c * stride_s_c + h * stride_s_h + offs_p[:, None] * N + offs_n[None, :],
+        mask=mask_pn, other=0.0,
+    )
+    start_c = start.to(x_ptr.dtype.element_ty)
+    if IMPORTANCE:
+        n_carry = tl.sum(tl.sum(start * start, axis=1), axis=0)
+
+    carry_m = 0.0
+    for mb in range(0, CHUNK, BLOCK_L):
+        offs_m = mb + offs_b
+        dt_m, a_m, acum_m, mask_m = _load_dt_block(dt_ptr, stride_dt_t, offs_m, t0, T, CHUNK, A_h, carry_m)
+        # [BL, BN]
+        C_m = tl.load(
+            C_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_n[None, :],
+            mask=mask_m[:, None] & (offs_n[None, :] < N), other=0.0,
+        )
+        # [BL, BP]
+        x_m = tl.load(
+            x_ptr + (t0 + offs_m)[:, None] * stride_x_t + offs_p[None, :],
+            mask=mask_m[:, None] & (offs_p[None, :] < P), other=0.0,
+        )
+        # the state before the chunk, decayed to t and read out by C_t: [BL, BP]
+        acc = tl.dot(C_m, tl.trans(start_c), input_precision=DOT_PREC) * tl.exp(acum_m)[:, None]
+        if IMPORTANCE:
+            # [BL, BN]
+            B_m = tl.load(
+                B_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_n[None, :],
+                mask=mask_m[:, None] & (offs_n[None, :] < N), other=0.0,
+            )
+            acum_prev_m = acum_m - a_m
+            # r_t from the start state: exp(acum_{t-1}) x_t^T H_c B_t
+            xh = tl.dot(x_m, start_c, input_precision=DOT_PREC)
+            r = tl.sum(xh * B_m.to(tl.float32), axis=1) * tl.exp(acum_prev_m)
+        carry_k = 0.0
+        for kb in range(0, mb + BLOCK_L, BLOCK_L):
+            offs_k = kb + offs_b
+            dt_k, a_k, acum_k, mask_k = _load_dt_block(dt_ptr, stride_dt_t, offs_k, t0, T, CHUNK, A_h, carry_k)
+            carry_k += tl.sum(a_k, axis=0)
+            # [BL, BN]
+            B_k = tl.load(
+                B_ptr + (t0 + offs_k)[:, None] * stride_B_t + offs_n[None, :],
+                mask=mask_k[:, None] & (offs_n[None, :] < N), other=0.0,
+            )
+            # [BL, BP]
+            x_k = tl.load(
+                x_ptr + (t0 + offs_k)[:, None] * stride_x_t + offs_p[None, :],
+                mask=mask_k[:, None] & (offs_p[None, :] < P), other=0.0,
+            )
+            causal = offs_m[:, None] >= offs_k[None, :]
+            seg = tl.where(causal, acum_m[:, None] - acum_k[None, :], -float("inf"))
+            # [BL(t), BL(s)]
+            cb = tl.dot(C_m, tl.trans(B_k), input_precision=DOT_PREC) * tl.exp(seg) * dt_k[None, :]
+            acc += tl.dot(cb.to(x_k.dtype), x_k, input_precision=DOT_PREC)
+            if IMPORTANCE:
+                # r_t += sum_{s<t} (B_t . B_s)(x_t . x_s) exp(acum_{t-1} - acum_s) dt_s
+                strict = offs_m[:, None] > offs_k[None, :]
+                seg_prev = tl.where(strict, acum_prev_m[:, None] - acum_k[None, :], -float("inf"))
+                bb = tl.dot(B_m, tl.trans(B_k), input_precision=DOT_PREC)
+                xx = tl.dot(x_m, tl.trans(x_k), input_precision=DOT_PREC)
+                r += tl.sum(bb * xx * tl.exp(seg_prev) * dt_k[None, :], axis=1)
+
+        xf = x_m.to(tl.float32)
+        if HAS_D:
+            acc += tl.load(D_ptr + h).to(tl.float32) * xf
+        out_offs = xoff + (t0 + offs_m)[:, None] * stride_x_t + offs_p[None, :]
+        mask_out = mask_m[:, None] & (offs_p[None, :] < P)
+        if HAS_Z:
+            tl.store(ypre_ptr + out_offs, acc.to(ypre_ptr.dtype.element_ty), mask=mask_out)
+            # [BL, BP]
+            zz = tl.load(z_ptr + out_offs, mask=mask_out, other=0.0).to(tl.float32)
+            acc = acc * zz * tl.sigmoid(zz)
+        tl.store(y_ptr + out_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_out)
+
+        if IMPORTANCE:
+            s = tl.sum(xf * xf, axis=1) * tl.sum(B_m.to(tl.float32) * B_m.to(tl.float32), axis=1)
+            u = 2.0 * tl.exp(a_m) * dt_m * r + dt_m * dt_m * s
+            # n_t = exp(2 (acum_t - acum_start)) n_carry + sum_{s<=t in block} exp(2 (acum_t - acum_s)) u_s
+            seg_mm = tl.where(offs_m[:, None] >= offs_m[None, :], acum_m[:, None] - acum_m[None, :], -float("inf"))
+            n = tl.exp(2.0 * (acum_m - carry_m)) * n_carry + tl.sum(tl.exp(2.0 * seg_mm) * u[None, :], axis=1)
+            seg_pp = tl.where(offs_m[:, None] > offs_m[None, :], acum_prev_m[:, None] - acum_m[None, :], -float("inf"))
+            n_prev = tl.exp(2.0 * (acum_prev_m - carry_m)) * n_carry + tl.sum(tl.exp(2.0 * seg_pp) * u[None, :], axis=1)
+            am1 = _expm1(a_m)
+            d = am1 * am1 * n_prev + 2.0 * am1 * dt_m * r + dt_m * dt_m * s
+            imp_offs = b * stride_dt_b + h * stride_dt_h + (t0 + offs_m) * stride_dt_t
+            tl.store(norm_ptr + imp_offs, tl.sqrt(tl.maximum(n, 0.0)), mask=mask_m)
+            tl.store(change_ptr + imp_offs, tl.sqrt(tl.maximum(d, 0.0)), mask=mask_m)
+            n_carry = tl.sum(tl.where(offs_b == BLOCK_L - 1, n, 0.0), axis=0)
+        carry_m += tl.sum(a_m, axis=0)
+
+
+def _dot_prec(dtype) -> str:
+    import torch
+
+    return "ieee" if dtype == torch.float32 else "tf32"
+
+
+def ssd_fwd(x, dt, A, B, C, D, z, chunk_size, initial_state, return_importance, *,
+            block_l=None, num_warps=4):
+    """Chunked SSD forward. All tensors contiguous, on one device; shapes as in naive.py.
+
+    Returns (y [B,T,H,P] x.dtype, y_pre (pre-gate output, only with z, else None),
+    starts [B,NC,H,P,N] fp32 (state before each chunk), final [B,H,P,N] fp32,
+    norm, change ([B,T,H] fp32, or None)).
+    """
+    import torch
+
+    bsz, T, H, P = x.shape
+    G, N = B.shape[2], B.shape[3]
+    NC = triton.cdiv(T, chunk_size)
+    BLOCK_L = block_l or min(64, max(16, triton.next_power_of_2(chunk_size)))
+    BLOCK_P = max(16, triton.next_power_of_2(P))
+    BLOCK_N = max(16, triton.next_power_of_2(N))
+    prec = _dot_prec(x.dtype)
+    dev = x.device
+    states = torch.empty(bsz, NC, H, P, N, device=dev, dtype=torch.float32)
+    decay = torch.empty(bsz, H, NC, device=dev, dtype=torch.float32)
+    grid = (NC, bsz * H)
+    _chunk_state_fwd_kernel[grid](
+        x, dt, A, B, states, decay,
+        T, H, P, N, H // G, NC,
+        x.stride(0), x.stride(1), x.stride(2),
+        dt.stride(0), dt.stride(1), dt.stride(2),
+        B.stride(0), B.stride(1), B.stride(2),
+        states.stride(0), states.stride(1), states.stride(2),
+        CHUNK=chunk_size, BLOCK_L=BLOCK_L, BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N, DOT_PREC=prec,
+        num_warps=num_warps,
+    )
+    final = torch.empty(bsz, H, P, N, device=dev, dtype=torch.float32)
+    PN = P * N
+    BLOCK = min(1024, triton.next_power_of_2(PN))
+    init = initial_state if initial_state is not None else final
+    _state_passing_fwd_kernel[(triton.cdiv(PN, BLOCK), bsz * H)](
+        states, decay, init, final,
+        H, PN, NC,
+        states.stride(0), states.stride(1), states.stride(2),
+        HAS_INIT=initial_state is not None, BLOCK=BLOCK, num_warps=4,
+    )
+    y = torch.empty_like(x)
+    y_pre = torch.empty_like(x) if z is not None else None
+    if return_importance:
+        norm = torch.empty(bsz, T, H, device=dev, dtype=torch.float32)
+        change = torch.empty(bsz, T, H, device=dev, dtype=torch.float32)
+    else:
+        norm = change = None
+    _chunk_scan_fwd_kernel[grid](
+        x, dt, A, B, C, D if D is not None else A, z if z is not None else x, states,
+        y, y_pre if y_pre is not None else y, norm if norm is not None else decay,
+        change if change is not None else decay,
+        T, H, P, N, H // G,
+        x.stride(0), x.stride(1), x.stride(2),
+        dt.stride(0), dt.stride(1), dt.stride(2),
+        B.stride(0), B.stride(1), B.stride(2),
+        states.stride(0), states.stride(1), states.stride(2),
+        CHUNK=chunk_size, BLOCK_L=BLOCK_L, BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N,
+        HAS_D=D is not None, HAS_Z=z is not None, IMPORTANCE=return_importance, DOT_PREC=prec,
+        num_warps=num_warps,
+    )
+    return y, y_pre, states, final, norm, change, decay
