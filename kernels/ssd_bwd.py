@@ -23,10 +23,11 @@ chunk-level terms (every a_l enters acum_last), then ddt += A * da and dA = sum(
 """
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
-from genossa.kernels.ssd_fwd import _chunk_log_decay, _dot_prec, _load_dt_block
+from genossa.kernels.ssd_fwd import _chunk_log_decay, _dot_prec, _empty, _load_dt_block
 
 
 @triton.jit
@@ -297,8 +298,6 @@ def ssd_bwd(dout, dfinal, x, dt, A, B, C, D, z, y_pre, starts, decay, chunk_size
     Returns (dx, ddt, dA, dB, dC, dD, dz, dinitial) with None for absent D / z / initial state;
     dB, dC are summed over the heads of each group; ddt, dA, dD, dinitial are fp32.
     """
-    import torch
-
     bsz, T, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     NC = starts.shape[1]
@@ -310,7 +309,7 @@ def ssd_bwd(dout, dfinal, x, dt, A, B, C, D, z, y_pre, starts, decay, chunk_size
     f32 = torch.float32
     has_z = z is not None
     grid = (NC, bsz * H)
-    dstates = torch.empty_like(starts)
+    dstates = _empty(like=starts)
     zz = z if has_z else x
     yp = y_pre if has_z else x
     _chunk_dstate_kernel[grid](
@@ -326,8 +325,8 @@ def ssd_bwd(dout, dfinal, x, dt, A, B, C, D, z, y_pre, starts, decay, chunk_size
     PN = P * N
     BLOCK = min(1024, triton.next_power_of_2(PN))
     n_blk = triton.cdiv(PN, BLOCK)
-    glast = torch.empty(n_blk, bsz * H, NC, device=dev, dtype=f32)
-    dinit = torch.empty(bsz, H, P, N, device=dev, dtype=f32) if has_initial else None
+    glast = _empty(n_blk, bsz * H, NC, device=dev, dtype=f32)
+    dinit = _empty(bsz, H, P, N, device=dev, dtype=f32) if has_initial else None
     _state_passing_bwd_kernel[(n_blk, bsz * H)](
         dstates, starts, decay, dfinal if dfinal is not None else starts,
         dinit if dinit is not None else starts, glast,
@@ -335,15 +334,15 @@ def ssd_bwd(dout, dfinal, x, dt, A, B, C, D, z, y_pre, starts, decay, chunk_size
         starts.stride(0), starts.stride(1), starts.stride(2),
         HAS_DFINAL=dfinal is not None, HAS_DINIT=has_initial, BLOCK=BLOCK, num_warps=4,
     )
-    dx = torch.empty_like(x)
-    dz = torch.empty_like(z) if has_z else None
-    dB_h = torch.empty(bsz, T, H, N, device=dev, dtype=f32)
-    dC_h = torch.empty(bsz, T, H, N, device=dev, dtype=f32)
-    ddt = torch.empty(bsz, T, H, device=dev, dtype=f32)
-    grow = torch.empty(bsz, T, H, device=dev, dtype=f32)
-    gcol = torch.empty(bsz, T, H, device=dev, dtype=f32)
-    vsum = torch.empty(bsz * H, NC, device=dev, dtype=f32)
-    dD_part = torch.empty(bsz * H, NC, device=dev, dtype=f32) if D is not None else None
+    dx = _empty(like=x)
+    dz = _empty(like=z) if has_z else None
+    dB_h = _empty(bsz, T, H, N, device=dev, dtype=f32)
+    dC_h = _empty(bsz, T, H, N, device=dev, dtype=f32)
+    ddt = _empty(bsz, T, H, device=dev, dtype=f32)
+    grow = _empty(bsz, T, H, device=dev, dtype=f32)
+    gcol = _empty(bsz, T, H, device=dev, dtype=f32)
+    vsum = _empty(bsz * H, NC, device=dev, dtype=f32)
+    dD_part = _empty(bsz * H, NC, device=dev, dtype=f32) if D is not None else None
     _chunk_bwd_kernel[grid](
         x, dt, A, B, C, D if D is not None else A, zz, yp, dout, starts, dstates,
         dx, dz if has_z else dx, dB_h, dC_h, ddt, grow, gcol, vsum, dD_part if dD_part is not None else vsum,

@@ -23,6 +23,7 @@ dots for fp32 inputs, so fp32 stays exact on GPUs, where tl.dot would otherwise 
 """
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
@@ -266,9 +267,21 @@ def _chunk_scan_fwd_kernel(
         carry_m += tl.sum(a_m, axis=0)
 
 
-def _dot_prec(dtype) -> str:
-    import torch
+POISON_OUTPUTS = False
+"""Tests set this so every buffer the launchers allocate starts as NaN: an element a kernel
+forgets to write then fails the comparison instead of passing by luck."""
 
+
+def _empty(*shape, like=None, device=None, dtype=None):
+    """torch.empty (or NaN-filled with POISON_OUTPUTS) shaped `shape` or like `like`."""
+    if like is not None:
+        shape, device, dtype = like.shape, like.device, dtype or like.dtype
+    if POISON_OUTPUTS:
+        return torch.full(shape, float("nan"), device=device, dtype=dtype)
+    return torch.empty(shape, device=device, dtype=dtype)
+
+
+def _dot_prec(dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
@@ -280,8 +293,6 @@ def ssd_fwd(x, dt, A, B, C, D, z, chunk_size, initial_state, return_importance, 
     starts [B,NC,H,P,N] fp32 (state before each chunk), final [B,H,P,N] fp32,
     norm, change ([B,T,H] fp32, or None)).
     """
-    import torch
-
     bsz, T, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     NC = triton.cdiv(T, chunk_size)
@@ -290,8 +301,8 @@ def ssd_fwd(x, dt, A, B, C, D, z, chunk_size, initial_state, return_importance, 
     BLOCK_N = max(16, triton.next_power_of_2(N))
     prec = _dot_prec(x.dtype)
     dev = x.device
-    states = torch.empty(bsz, NC, H, P, N, device=dev, dtype=torch.float32)
-    decay = torch.empty(bsz, H, NC, device=dev, dtype=torch.float32)
+    states = _empty(bsz, NC, H, P, N, device=dev, dtype=torch.float32)
+    decay = _empty(bsz, H, NC, device=dev, dtype=torch.float32)
     grid = (NC, bsz * H)
     _chunk_state_fwd_kernel[grid](
         x, dt, A, B, states, decay,
@@ -303,7 +314,7 @@ def ssd_fwd(x, dt, A, B, C, D, z, chunk_size, initial_state, return_importance, 
         CHUNK=chunk_size, BLOCK_L=BLOCK_L, BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N, DOT_PREC=prec,
         num_warps=num_warps,
     )
-    final = torch.empty(bsz, H, P, N, device=dev, dtype=torch.float32)
+    final = _empty(bsz, H, P, N, device=dev, dtype=torch.float32)
     PN = P * N
     BLOCK = min(1024, triton.next_power_of_2(PN))
     init = initial_state if initial_state is not None else final
@@ -313,11 +324,11 @@ def ssd_fwd(x, dt, A, B, C, D, z, chunk_size, initial_state, return_importance, 
         states.stride(0), states.stride(1), states.stride(2),
         HAS_INIT=initial_state is not None, BLOCK=BLOCK, num_warps=4,
     )
-    y = torch.empty_like(x)
-    y_pre = torch.empty_like(x) if z is not None else None
+    y = _empty(like=x)
+    y_pre = _empty(like=x) if z is not None else None
     if return_importance:
-        norm = torch.empty(bsz, T, H, device=dev, dtype=torch.float32)
-        change = torch.empty(bsz, T, H, device=dev, dtype=torch.float32)
+        norm = _empty(bsz, T, H, device=dev, dtype=torch.float32)
+        change = _empty(bsz, T, H, device=dev, dtype=torch.float32)
     else:
         norm = change = None
     _chunk_scan_fwd_kernel[grid](
