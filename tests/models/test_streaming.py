@@ -1,0 +1,56 @@
+"""Streaming (chunk by chunk, carrying conv/SSM state and the attention cache) == one-shot."""
+import pytest
+import torch
+
+from genossa.models import GenossaLM, iter_stream, stream, tiny
+
+
+@pytest.fixture(scope="module")
+def model():
+    torch.manual_seed(0)
+    cfg = tiny(attn_window=24, attn_chunk=8, topk_base=2, topk_alpha=8.0, topk_cap=6, ssm_chunk=16)
+    # fp64: a top-k near-tie could flip under fp32 reassociation; here selections must agree exactly
+    return GenossaLM(cfg).double().eval()
+
+
+@pytest.mark.parametrize("T,chunk_len", [(300, 64), (300, 8), (77, 40), (130, 136)])
+def test_stream_equals_one_shot(model, T, chunk_len):
+    tokens = torch.randint(0, 5, (2, T), generator=torch.Generator().manual_seed(T + chunk_len))
+    with torch.no_grad():
+        full = model(tokens)
+    got = stream(model, tokens, chunk_len)
+    assert got.logits.shape == full.logits.shape
+    torch.testing.assert_close(got.logits, full.logits, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(got.embeddings, full.embeddings, rtol=1e-10, atol=1e-10)
+    assert got.state.pos == T
+
+
+def test_uneven_chunks_and_cache_size(model):
+    T = 256
+    tokens = torch.randint(0, 5, (1, T), generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        full = model(tokens).logits
+    pieces = [tokens[:, :16], tokens[:, 16:104], tokens[:, 104:200], tokens[:, 200:]]
+    outs = list(iter_stream(model, pieces))
+    torch.testing.assert_close(torch.cat([o.logits for o in outs], 1), full, rtol=1e-10, atol=1e-10)
+    # the attention cache stays O(window + chunk + cap), whatever the length
+    cache = outs[-1].state.blocks[0].attention
+    cfg = model.config
+    assert cache.k.shape[1] == cfg.attn_window + cfg.attn_chunk
+    assert cache.pool_k.shape[1] == cfg.topk_cap
+
+
+def test_stream_rejects_misaligned_chunks(model):
+    tokens = torch.randint(0, 5, (1, 40))
+    with pytest.raises(ValueError, match="multiple of attn_chunk"):
+        stream(model, tokens, 12)
+    with torch.no_grad():
+        state = model(tokens[:, :12], return_state=True).state
+        with pytest.raises(ValueError, match="cannot continue after 12 tokens"):
+            model(tokens[:, 12:], state=state)
+
+
+def test_bidirectional_model_cannot_stream():
+    model = GenossaLM(tiny(causal=False, n_layers=1))
+    with pytest.raises(ValueError, match="causal"):
+        model(torch.zeros(1, 16, dtype=torch.long), return_state=True)
