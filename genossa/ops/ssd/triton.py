@@ -16,6 +16,11 @@ from genossa.kernels.ssd_fwd import ssd_fwd
 from genossa.ops.ssd.naive import ScanImportance
 
 
+KERNEL_CONFIG = {"block_l": None, "fwd_warps": 4, "bwd_warps": 4}
+"""Launch parameters: block_l (positions per tile, default min(64, chunk)) and warps per
+program of the chunk kernels. benchmarks/ssd_bench.py sweeps them."""
+
+
 def _contig(t: Tensor | None) -> Tensor | None:
     return None if t is None else t.contiguous()
 
@@ -28,7 +33,8 @@ class SSDFunction(torch.autograd.Function):
     def forward(ctx, x, dt, A, B, C, D, z, initial_state, chunk_size, return_importance):
         x, dt, A, B, C, D, z, initial_state = map(_contig, (x, dt, A, B, C, D, z, initial_state))
         y, y_pre, starts, final, norm, change, decay = ssd_fwd(
-            x, dt, A, B, C, D, z, chunk_size, initial_state, return_importance
+            x, dt, A, B, C, D, z, chunk_size, initial_state, return_importance,
+            block_l=KERNEL_CONFIG["block_l"], num_warps=KERNEL_CONFIG["fwd_warps"],
         )
         if norm is None:
             norm = change = x.new_empty(x.shape[0], 0, x.shape[2], dtype=torch.float32)
@@ -48,6 +54,7 @@ class SSDFunction(torch.autograd.Function):
         dx, ddt, dA, dB, dC, dD, dz, dinit = ssd_bwd(
             dy.contiguous(), None if dfinal is None else dfinal.contiguous(),
             x, dt, A, B, C, D, z, y_pre, starts, decay, ctx.chunk_size, ctx.has_initial,
+            block_l=KERNEL_CONFIG["block_l"], num_warps=KERNEL_CONFIG["bwd_warps"],
         )
         return (
             dx, ddt.to(dt.dtype), dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
@@ -107,4 +114,4 @@ def ssd_triton(
     return out
 
 
-__all__ = ["SSDFunction", "ssd_triton"]
+__all__ = ["KERNEL_CONFIG", "SSDFunction", "ssd_triton"]
