@@ -8,9 +8,9 @@ turns it into a ConfigError naming the file too).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Optional
 
-LastWindow = Literal["drop", "pad", "end_aligned"]
+from genossa.sequence.intervals import LastWindow
 
 
 @dataclass

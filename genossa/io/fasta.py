@@ -274,7 +274,7 @@ class FastaGenome:
     file (plain or bgzip); records of plain-gzip files are read with `stream(file)`.
     """
 
-    def __init__(self, paths: list[str | Path] | tuple[str | Path, ...], *, index: bool = True):
+    def __init__(self, paths: list[str | Path] | tuple[str | Path, ...]):
         if not paths:
             raise InputFormatError("no FASTA file given")
         self.paths = [Path(p) for p in paths]
@@ -286,7 +286,7 @@ class FastaGenome:
             compression = detect_compression(path)
             self.compression.append(compression)
             check_fasta_start(path, compression)
-            if compression == "gzip" or not index:
+            if compression == "gzip":
                 lengths = [(name, len(seq)) for name, seq in stream_records(path)]
             else:
                 lengths = [(e.name, e.length) for e in ensure_index(path)]
