@@ -16,6 +16,7 @@ class FusionGate(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         self.proj = nn.Linear(dim, dim)
+        nn.init.zeros_(self.proj.bias)
 
     def gate(self, x: Tensor) -> Tensor:
         """[B, T, D] gate values in (0, 1)."""

@@ -202,7 +202,11 @@ def test_combine_scales_and_budget():
     norm = torch.tensor([[[1.0, 3.0], [0.0, 0.0]]])
     change = torch.tensor([[[1.0, 1.0], [0.0, 2.0]]])
     imp, comp = combine_scales(norm, change)
-    torch.testing.assert_close(imp, torch.tensor([[math.log(3) + math.log(5), math.log(3)]]))
+    torch.testing.assert_close(imp, torch.tensor([[math.log(2) + math.log(4), math.log(1e-6) + math.log(2)]]),
+                               rtol=1e-5, atol=1e-5)
+    # scaling one scale's norms shifts every position equally: the ranking is unchanged
+    imp2, _ = combine_scales(norm * torch.tensor([1.0, 100.0]), change * torch.tensor([1.0, 100.0]))
+    torch.testing.assert_close(imp2[:, 0] - imp[:, 0], torch.tensor([math.log(100)]), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(comp, torch.tensor([[(0.5 + 0.25) / 2, (0.0 + 1.0) / 2]]), atol=1e-5, rtol=1e-5)
     k = budget(torch.tensor([0.0, 0.49, 0.99]), base=3, alpha=10.0, cap=10)
     assert k.tolist() == [3, 7, 10]

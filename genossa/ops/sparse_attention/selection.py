@@ -56,14 +56,16 @@ def combine_scales(norm: Tensor, change: Tensor, eps: float = 1e-6) -> tuple[Ten
     norm, change: [B, T, S], per scale (head group) the mean over its heads of ||h_t|| and
     ||h_t - h_{t-1}||. Returns (importance [B, T], complexity [B, T]) in fp32:
 
-    importance = sum_s log1p(norm_s + change_s): a sum of logs ranks a position by the product of
-    its scales' importances, so it must matter at every memory scale; a plain sum would be ruled
-    by the longest-memory scale, whose states are largest. complexity = mean_s change_s /
-    (norm_s + change_s): the share of the importance that is new information, in [0, 1).
+    importance = sum_s log(norm_s + change_s + eps), the log of the product of the scales'
+    importances: a position ranks high only if it matters at every memory scale, and the ranking
+    does not change when one scale's norms are all larger (state norms grow with dt, so the
+    scales differ by orders of magnitude; a plain sum would be ruled by one of them).
+    complexity = mean_s change_s / (norm_s + change_s): the share of the importance that is new
+    information, in [0, 1).
     """
     norm, change = norm.float(), change.float()
     score = norm + change
-    importance = torch.log1p(score).sum(-1)
+    importance = torch.log(score + eps).sum(-1)
     complexity = (change / (score + eps)).mean(-1)
     return importance, complexity
 
