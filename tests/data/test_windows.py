@@ -81,7 +81,8 @@ def test_coverage_with_bed_include_and_exclude(tmp_path, regions_bed):
         ("NC_007779.1", 10_000, 40_000), ("NC_007779.1", 45_000, 60_000),
         ("NC_007779.1", 150_000, 255_000), (HELD_OUT_CONTIG, 21_000, 45_000),
     ]
-    assert [r[:3] for r in REGIONS][0] == ("NC_007779.1", 10_000, 60_000)
+    assert [r[:3] for r in REGIONS] == [("NC_007779.1", 10_000, 60_000), ("NC_007779.1", 150_000, 270_000),
+                                        (HELD_OUT_CONTIG, 20_000, 45_000)]
     length, stride = 8000, 6000
     for last in ("drop", "pad", "end_aligned"):
         cfg = DataConfig(regions=str(regions_bed), exclude=str(exclude), window=length, stride=stride,
@@ -195,8 +196,8 @@ def _all_keys(cfg):
     return [(key(it), it["strand"]) for it in WindowDataset(cfg, rank=0, world_size=1)]
 
 
-def test_rank_by_worker_shards_are_disjoint_and_complete(reads_bam):
-    cfg = DataConfig(window=20_000, stride=15_000, bam=(str(reads_bam),), fasta=(str(__import__("genossa").resources.ECOLI_FASTA),), seed=11)
+def test_rank_by_worker_shards_are_disjoint_and_complete(ecoli_fasta, reads_bam):
+    cfg = DataConfig(window=20_000, stride=15_000, bam=(str(reads_bam),), fasta=(str(ecoli_fasta),), seed=11)
     full = _all_keys(cfg)
     per_shard = {}
     for rank in range(2):
