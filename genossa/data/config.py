@@ -18,15 +18,16 @@ class DataConfig:
     """Inputs (FASTA, BAM/CRAM, BED) and the windowing, filtering and augmentation policy."""
 
     fasta: tuple[str, ...] = ()
-    """FASTA files (plain, gzip or bgzip) forming one genome; empty = the bundled E. coli slice."""
+    """FASTA files (plain, gzip or bgzip) forming one genome; empty = the bundled E. coli slice,
+    unless `bam` is given (then only the reads are windowed)."""
     bam: tuple[str, ...] = ()
     """BAM/CRAM files whose read sequences are windowed too (after the FASTA windows)."""
     reference: str = ""
     """Reference FASTA for CRAM decoding; empty = the first `fasta` file (or the bundled genome)."""
     regions: str = ""
-    """BED of intervals to include; empty = whole contigs."""
+    """BED of intervals to include; empty = whole contigs. Applies to FASTA windows only."""
     exclude: str = ""
-    """BED of intervals to remove from the included ones."""
+    """BED of intervals to remove from the included ones (FASTA windows only)."""
     window: int = 131072
     """Window length in bases (tokens per item)."""
     stride: Optional[int] = None
@@ -55,7 +56,8 @@ class DataConfig:
     exclude_qcfail: bool = True
     """Skip reads failing vendor quality checks (flag 0x200)."""
     held_out_contigs: tuple[str, ...] = ()
-    """Contigs kept out of training and used for evaluation (split='eval')."""
+    """Contigs kept out of training and used for evaluation (split='eval'); each must be a
+    record of `fasta` (an unknown name is an error, not a silently empty evaluation set)."""
     seed: int = 0
     """Seed of the window order and of the reverse-complement draws."""
 

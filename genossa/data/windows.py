@@ -13,7 +13,8 @@ Items are dicts (a DataLoader collates them into [B, L] batches):
 
 The stream of one epoch is: the FASTA windows (tiled from whole contigs, or from the BED
 `regions` minus `exclude`, see genossa.sequence.intervals for the tail policy), then the
-windows of the BAM reads that pass the filters, file after file. With `shuffle`, the FASTA
+windows of the BAM reads that pass the filters, file after file (BED files restrict FASTA
+windows only; each read is windowed whole). With `shuffle`, the FASTA
 windows of indexed files (plain, bgzip) are permuted as a whole each epoch; windows of
 plain-gzip files, which can only be streamed, keep their file's record order and are
 permuted within each record (the record is held in memory). BAM reads keep file order.
