@@ -27,7 +27,7 @@ def test_tiny_model_overfits_a_short_sequence():
     tokens = torch.randint(0, 4, (1, 128), generator=torch.Generator().manual_seed(1))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     first = None
-    for _ in range(150):
+    for _ in range(100):  # reaches ~2e-3 nats
         out = model.compute_loss(tokens)
         opt.zero_grad()
         out.loss.backward()
