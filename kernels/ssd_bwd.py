@@ -27,7 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
-from genossa.kernels.ssd_fwd import _chunk_log_decay, _dot_prec, _empty, _load_dt_block
+from genossa.kernels.ssd_fwd import _chunk_log_decay, _dot_prec, _empty, _launch_params, _load_dt_block
 
 
 @triton.jit
@@ -301,7 +301,7 @@ def ssd_bwd(dout, dfinal, x, dt, A, B, C, D, z, y_pre, starts, decay, chunk_size
     bsz, T, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
     NC = starts.shape[1]
-    BLOCK_L = block_l or min(64, max(16, triton.next_power_of_2(chunk_size)))
+    BLOCK_L, stages = _launch_params(x.dtype, chunk_size, block_l)
     BLOCK_P = max(16, triton.next_power_of_2(P))
     BLOCK_N = max(16, triton.next_power_of_2(N))
     prec = _dot_prec(x.dtype)
@@ -320,7 +320,7 @@ def ssd_bwd(dout, dfinal, x, dt, A, B, C, D, z, y_pre, starts, decay, chunk_size
         B.stride(0), B.stride(1), B.stride(2),
         starts.stride(0), starts.stride(1), starts.stride(2),
         CHUNK=chunk_size, BLOCK_L=BLOCK_L, BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N, HAS_Z=has_z, DOT_PREC=prec,
-        num_warps=num_warps,
+        num_warps=num_warps, num_stages=stages,
     )
     PN = P * N
     BLOCK = min(1024, triton.next_power_of_2(PN))
@@ -354,7 +354,7 @@ def ssd_bwd(dout, dfinal, x, dt, A, B, C, D, z, y_pre, starts, decay, chunk_size
         dB_h.stride(0), dB_h.stride(1), dB_h.stride(2),
         CHUNK=chunk_size, BLOCK_L=BLOCK_L, BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N,
         HAS_D=D is not None, HAS_Z=has_z, DOT_PREC=prec,
-        num_warps=num_warps,
+        num_warps=num_warps, num_stages=stages,
     )
     # decay gradient: d acum_t = grow_t - gcol_t; d a_l = sum_{t >= l in chunk} d acum_t + the
     # chunk-level terms (every a_l of the chunk enters acum_last)

@@ -173,7 +173,7 @@ def test_empty_sequence():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("T", [4096, 4000])
+@pytest.mark.parametrize("T", [4000])
 def test_gpu_matches_reference(T, dtype):
     opts = dict(batch=1, heads=8, headdim=64, groups=1, dstate=128, seed=11)
     check_forward(make_inputs(T, dtype, **opts), 256, dtype)
