@@ -5,7 +5,7 @@ import torch
 
 from genossa.models import GenossaLM, tiny
 from genossa.modules import ScanSparseAttention
-from genossa.ops.sparse_attention import select_bidirectional
+from genossa.ops.sparse_attention import combine_scales, select_bidirectional, select_causal
 
 
 @pytest.fixture(scope="module")
@@ -35,12 +35,21 @@ def test_future_tokens_do_not_change_past_outputs(model, T):
 
 
 def test_selection_is_active_in_the_causality_setting(model):
-    """The attention of the model above selects k << candidates keys per chunk."""
-    attn: ScanSparseAttention = model.blocks[0].attention
+    """In the model above each late chunk uses k <= cap keys out of hundreds of candidates."""
+    block = model.blocks[0]
+    attn: ScanSparseAttention = block.attention
     T = 250
-    n_chunks = -(-T // attn.chunk_size)
-    candidates = [max(0, c * attn.chunk_size - attn.window) for c in range(n_chunks)]
-    assert attn.topk_cap < max(candidates) / 20
+    tokens = torch.randint(0, 5, (2, T), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        m = block.mixer(block.norm1(model.embedding(tokens)))
+    imp, comp = combine_scales(m.norm, m.change)
+    sel, _ = select_causal(imp, comp, q_start=0, n_queries=T, chunk_size=attn.chunk_size, window=attn.window,
+                           base=attn.topk_base, alpha=attn.topk_alpha, cap=attn.topk_cap)
+    used = sel.valid.sum(-1)  # [B, NC]
+    late = T // attn.chunk_size - 1
+    candidates = late * attn.chunk_size - attn.window
+    assert (used[:, late] >= attn.topk_base).all() and (used[:, late] <= attn.topk_cap).all()
+    assert attn.topk_cap * 20 < candidates
 
 
 def test_global_topk_would_leak():
