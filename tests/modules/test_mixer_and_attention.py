@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from genossa.modules import FusionGate, Mamba2Mixer, RMSNorm, RMSNormGated, ScanSparseAttention, SwiGLU
-from genossa.ops.sparse_attention import combine_scales, dense_masked_attention, dense_pattern_mask, select_causal
+from genossa.ops.sparse_attention import combine_scales, dense_pattern_mask, select_causal
 
 
 def make_mixer(**kw):

@@ -5,7 +5,6 @@
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor
 
 from genossa.ops.ssd.naive import ScanImportance, segsum, ssd_chunked, ssd_recurrent
