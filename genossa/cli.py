@@ -76,11 +76,41 @@ def windows(fasta, bam, reference, regions, exclude, length, stride, last_window
 
 @cli.command()
 @click.option("--config", "config", required=True, help="Preset name (tiny, small, base, large) or YAML file.")
-@click.option("--out", type=click.Path(file_okay=False), help="Run directory.")
+@click.option("--out", type=click.Path(file_okay=False), help="Run directory [default: runs/<config name>].")
 @click.option("--resume", is_flag=True, help="Continue from the last complete checkpoint in --out.")
-def train(config, out, resume) -> None:
-    """Train a model with DeepSpeed (one CPU to many GPUs)."""
-    _not_yet("train", 5)
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. train.steps=100.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def train(config, out, resume, overrides, quiet) -> None:
+    """Train a model with DeepSpeed (one CPU to many GPUs).
+
+    One process: `genossa train --config tiny`. Several GPUs or nodes: start the same command
+    under a launcher, e.g. `deepspeed --num_gpus 8 $(which genossa) train --config base` or
+    `torchrun --nproc_per_node 8 $(which genossa) train --config base`.
+    """
+    from pathlib import Path
+
+    from genossa.config import load_config, parse_override
+    from genossa.train.loop import train as run_training
+
+    cfg = load_config(config, dict(parse_override(o) for o in overrides))
+    out = Path(out) if out else Path("runs") / Path(config).stem
+    summary = run_training(cfg, out, resume=resume, progress=not quiet)
+    _report_training(summary)
+
+
+def _report_training(summary) -> None:
+    import torch.distributed as dist
+
+    if dist.is_initialized() and dist.get_rank() != 0:
+        return
+    held_out = summary.final_eval_bits_per_base
+    click.echo(
+        f"trained {summary.steps} steps, {summary.tokens:,} tokens in {summary.seconds:.0f} s; "
+        f"train bits/base {summary.final_train_bits_per_base:.4f}"
+        + (f", held-out bits/base {held_out:.4f}" if held_out is not None else "")
+    )
+    click.echo(f"run directory: {summary.run_dir} (config.yaml, metrics.jsonl, tensorboard/, checkpoints/, loss_curves.png)")
+    click.echo(f"inference model: {summary.export_dir}")
 
 
 @cli.command()
@@ -103,10 +133,26 @@ def score(checkpoint, fasta, vcf, out) -> None:
 
 
 @cli.command()
-@click.option("--out", type=click.Path(file_okay=False), default="genossa-quickstart", show_default=True)
-def quickstart(out) -> None:
-    """Train the tiny preset on the bundled genome on CPU, then embed and score."""
-    _not_yet("quickstart", 5)
+@click.option("--out", type=click.Path(file_okay=False), default="genossa-quickstart", show_default=True, help="Run directory.")
+@click.option("--overwrite", is_flag=True, help="Replace an earlier quickstart run in --out.")
+@click.option("--steps", type=click.IntRange(min=1), help="Training steps [default: the tiny preset's].")
+def quickstart(out, overwrite, steps) -> None:
+    """Train the tiny preset on the bundled E. coli genome on the CPU and report held-out bits per base."""
+    import shutil
+    from pathlib import Path
+
+    from genossa.config import load_config
+    from genossa.train.loop import train as run_training
+
+    out = Path(out)
+    if out.exists() and overwrite:
+        shutil.rmtree(out)
+    overrides = {"train.device": "cpu"} | ({"train.steps": steps} if steps else {})
+    cfg = load_config("tiny", overrides)
+    click.echo(f"training the tiny preset ({cfg.train.steps} steps, {cfg.data.window:,}-base windows) on the bundled E. coli K-12 slice")
+    summary = run_training(cfg, out, resume=False)
+    _report_training(summary)
+    click.echo("embedding and variant scoring (genossa embed / genossa score) are not in this version yet")
 
 
 @cli.group()

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 
 from genossa.models.config import ModelConfig
@@ -118,6 +119,8 @@ class GenossaLM(nn.Module):
         self.blocks = nn.ModuleList(HybridBlock(config) for _ in range(config.n_layers))
         self.norm_f = RMSNorm(config.d_model, config.norm_eps)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.gradient_checkpointing = False
+        """Recompute each block's activations in backward (training memory for time)."""
         self.reset_parameters()
         if config.tie_embeddings:
             self.lm_head.weight = self.embedding.weight
@@ -152,6 +155,8 @@ class GenossaLM(nn.Module):
             if return_state:
                 x, bs = block(x, state.blocks[i] if state is not None else None, return_state=True)
                 new_states.append(bs)
+            elif self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x, state.blocks[i] if state is not None else None)
         emb = self.norm_f(x)

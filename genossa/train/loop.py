@@ -31,7 +31,12 @@ from genossa.train.deepspeed_setup import (
 )
 from genossa.train.metrics import MetricsLogger, plot_loss_curves
 from genossa.train.schedule import lr_factor, window_length_at
-from genossa.train.objective import batch_loss, evaluate_bits_per_base, flops_per_token
+from genossa.train.objective import (
+    TrainingObjective,
+    evaluate_bits_per_base,
+    flops_per_token,
+    register_for_zero3,
+)
 
 EXPORT_DIRNAME = "model"
 
@@ -68,9 +73,11 @@ def train(config: GenossaConfig, out_dir: str | Path, *, resume: bool = False, p
 
     # identical initial weights on every rank; data order is sharded by the dataset
     torch.manual_seed(tcfg.seed)
-    model = GenossaLM(config.model)
-    if tcfg.activation_checkpointing:
-        model.gradient_checkpointing = True
+    lm = GenossaLM(config.model)
+    lm.gradient_checkpointing = tcfg.activation_checkpointing
+    model = TrainingObjective(lm)
+    if tcfg.zero_stage == 3:
+        register_for_zero3(model)
     optimizer = torch.optim.AdamW(
         _param_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=tuple(tcfg.betas), foreach=False
     )
@@ -99,7 +106,6 @@ def train(config: GenossaConfig, out_dir: str | Path, *, resume: bool = False, p
     logger = MetricsLogger(out_dir, enabled=rank == 0)
     bar = _progress_bar(rank == 0 and progress, initial=step, total=tcfg.steps)
     batches = _batches(data, tcfg.micro_batch_size)
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[tcfg.precision]
     last_good = checkpoints.latest_tag()
     train_bpb = eval_bpb = float("nan")
     try:
@@ -115,7 +121,7 @@ def train(config: GenossaConfig, out_dir: str | Path, *, resume: bool = False, p
                 batch = next(batches)
                 tokens = batch["tokens"][:, :length].to(device)
                 weights = _loss_weights(batch, length, tcfg.soft_mask_weight).to(device)
-                loss, bits, weight = batch_loss(engine, tokens, weights, dtype=dtype)
+                loss, bits, weight = engine(tokens, weights)
                 engine.backward(loss)
                 engine.step()
                 sums += torch.stack([loss.detach().double() * weight, bits.double() * weight, weight.double()])
@@ -144,7 +150,7 @@ def train(config: GenossaConfig, out_dir: str | Path, *, resume: bool = False, p
             bar.update(1)
             bar.set_postfix(loss=f"{mean_loss:.3f}", bpb=f"{train_bpb:.3f}", tok_s=f"{step_tokens / elapsed:,.0f}")
             if eval_data is not None and (step % tcfg.eval_every == 0 or step == tcfg.steps):
-                eval_bpb = evaluate_bits_per_base(engine, eval_data, tcfg.eval_windows, device=device, dtype=dtype)
+                eval_bpb = evaluate_bits_per_base(engine, eval_data, tcfg.eval_windows, device=device)
                 logger.log(step, "eval", bits_per_base=eval_bpb)
                 bar.write(f"step {step}: held-out bits/base {eval_bpb:.4f}") if rank == 0 and progress else None
             if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
@@ -235,7 +241,7 @@ def _peak_memory_mib(device: torch.device) -> float:
 
 def _export(engine, config: GenossaConfig, export_dir: Path, rank: int, zero_stage: int) -> None:
     """Write the inference model (config + safetensors) that embed/score load."""
-    module = engine.module
+    module = engine.module.lm
     if zero_stage == 3:
         import deepspeed
 
