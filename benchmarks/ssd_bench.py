@@ -227,36 +227,43 @@ def run_cases(ssd_triton_mod, mamba, T):
     return out
 
 
-def sweep(ssd_triton_mod, T, block_ls=(32, 64), warps=(4, 8)):
-    """Time every (positions per block, warps) pair; keep the block size with the least
-    forward + backward and, for it, the best warps of each direction."""
+SWEEP = [  # (block_l, num_warps, use_gram)
+    (32, 4, True), (32, 4, False), (64, 4, True), (64, 8, True), (32, 8, True),
+]
+
+
+def sweep(ssd_triton_mod, T, configs=SWEEP):
+    """Time every launch configuration (both directions set alike); keep the best forward and,
+    separately, the best backward (fwd+bwd minus fwd)."""
     print(f"== launch-parameter sweep at n={T}", flush=True)
     inp = make_inputs(T, torch.bfloat16, requires_grad=True)
     leaves = [t for t in inp.values() if t is not None]
     dy = torch.randn_like(inp["x"])
-    best = {}
-    for block_l in block_ls:
-        for w in warps:
-            ssd_triton_mod.KERNEL_CONFIG.update(block_l=block_l, fwd_warps=w, bwd_warps=w)
+    best_f = best_b = None
+    for block_l, w, gram in configs:
+        cfg = dict(block_l=block_l, num_warps=w, use_gram=gram)
+        ssd_triton_mod.KERNEL_CONFIG.update(fwd=dict(cfg), bwd=dict(cfg))
 
-            def f():
-                return ssd_triton_mod.ssd_triton(
-                    inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], inp["D"], chunk_size=256, return_importance=True
-                )
+        def f():
+            return ssd_triton_mod.ssd_triton(
+                inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], inp["D"], chunk_size=256, return_importance=True
+            )
 
-            try:
-                with torch.no_grad():
-                    fwd = bench(f)
-                fwdbwd = bench(lambda: f()[0].backward(dy), grad_to_none=leaves)
-            except Exception as e:  # a config that does not compile (registers, shared memory) is skipped
-                print(f"  block_l={block_l} warps={w}: failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
-                continue
-            bwd = fwdbwd - fwd
-            print(f"  block_l={block_l:3d} warps={w}: fwd {fwd:.3f} ms, fwd+bwd {fwdbwd:.3f} ms (bwd ~{bwd:.3f})", flush=True)
-            bf, bb = best.get(block_l, ((float("inf"), None), (float("inf"), None)))
-            best[block_l] = (min(bf, (fwd, w)), min(bb, (bwd, w)))
-    block_l = min(best, key=lambda k: best[k][0][0] + best[k][1][0])
-    ssd_triton_mod.KERNEL_CONFIG.update(block_l=block_l, fwd_warps=best[block_l][0][1], bwd_warps=best[block_l][1][1])
+        try:
+            with torch.no_grad():
+                fwd = bench(f)
+            fwdbwd = bench(lambda: f()[0].backward(dy), grad_to_none=leaves)
+        except Exception as e:  # a config that does not compile (registers, shared memory) is skipped
+            print(f"  {cfg}: failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
+            continue
+        bwd = fwdbwd - fwd
+        print(f"  {cfg}: fwd {fwd:.3f} ms, fwd+bwd {fwdbwd:.3f} ms (bwd ~{bwd:.3f})", flush=True)
+        if best_f is None or fwd < best_f[0]:
+            best_f = (fwd, cfg)
+        if best_b is None or bwd < best_b[0]:
+            best_b = (bwd, cfg)
+    if best_f is not None:
+        ssd_triton_mod.KERNEL_CONFIG.update(fwd=best_f[1], bwd=best_b[1])
     print(f"  chosen: {ssd_triton_mod.KERNEL_CONFIG}", flush=True)
     for t in leaves:
         t.grad = None

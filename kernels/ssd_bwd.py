@@ -27,7 +27,9 @@ import torch
 import triton
 import triton.language as tl
 
-from genossa.kernels.ssd_fwd import _chunk_log_decay, _dot_prec, _empty, _launch_params, _load_dt_block
+from genossa.kernels.ssd_fwd import (
+    _chunk_log_decay, _dot_prec, _empty, _launch_params, _load_dt_block, _load_gram, chunk_gram, state_pass_block,
+)
 
 
 @triton.jit
@@ -60,8 +62,8 @@ def _chunk_dstate_kernel(
     HAS_Z: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     """dout, z, ypre share x's strides."""
-    c = tl.program_id(0)
-    bh = tl.program_id(1)
+    bh = tl.program_id(0)
+    c = tl.program_id(1)
     b = bh // H
     h = bh % H
     g = h // heads_per_group
@@ -129,21 +131,22 @@ def _state_passing_bwd_kernel(
 
 @triton.jit
 def _chunk_bwd_kernel(
-    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, ypre_ptr, dout_ptr, starts_ptr, dS_ptr,
+    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, ypre_ptr, dout_ptr, starts_ptr, dS_ptr, cb_ptr,
     dx_ptr, dz_ptr, dB_ptr, dC_ptr, ddt_ptr, grow_ptr, gcol_ptr, vsum_ptr, dD_ptr,
-    T, H, P, N, heads_per_group, NC,
+    T, H, P, N, G, heads_per_group, NC,
     stride_x_b, stride_x_t, stride_x_h,
     stride_dt_b, stride_dt_t, stride_dt_h,
     stride_B_b, stride_B_t, stride_B_g,
     stride_s_b, stride_s_c, stride_s_h,
     stride_dB_b, stride_dB_t, stride_dB_h,
     CHUNK: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, DOT_PREC: tl.constexpr,
+    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_GRAM: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     """x, z, ypre, dout, dx, dz share x's strides; B, C share B's; dB, dC are per head
-    [B, T, H, N] fp32; dt, ddt, grow, gcol share dt's strides ([B, T, H]); vsum, dD are [B*H, NC]."""
-    c = tl.program_id(0)
-    bh = tl.program_id(1)
+    [B, T, H, N] fp32; dt, ddt, grow, gcol share dt's strides ([B, T, H]); vsum, dD are [B*H, NC];
+    with HAS_GRAM, cb is C B^T per chunk and group ([B, NC, G, CHUNK, CHUNK] fp32)."""
+    bh = tl.program_id(0)
+    c = tl.program_id(1)
     b = bh // H
     h = bh % H
     g = h // heads_per_group
@@ -156,6 +159,7 @@ def _chunk_bwd_kernel(
     dBoff = b * stride_dB_b + h * stride_dB_h
     A_h = tl.load(A_ptr + h).to(tl.float32)
     dtype = x_ptr.dtype.element_ty
+    cb_ptr += ((b * NC + c) * G + g) * CHUNK * CHUNK
 
     offs_p = tl.arange(0, BLOCK_P)
     offs_n = tl.arange(0, BLOCK_N)
@@ -212,7 +216,10 @@ def _chunk_bwd_kernel(
             causal = offs_m[:, None] >= offs_k[None, :]
             dcy = tl.exp(tl.where(causal, acum_m[:, None] - acum_k[None, :], -float("inf")))
             # [BL(t), BL(s)]
-            gd = tl.dot(C_m, tl.trans(B_k), input_precision=DOT_PREC) * dcy
+            if HAS_GRAM:
+                gd = _load_gram(cb_ptr, offs_m, offs_k, CHUNK) * dcy
+            else:
+                gd = tl.dot(C_m, tl.trans(B_k), input_precision=DOT_PREC) * dcy
             dm = tl.dot(dy_mc, tl.trans(x_k), input_precision=DOT_PREC)
             mm = gd * dt_k[None, :]
             dx_acc += tl.dot(tl.trans(mm.to(dtype)), dy_mc, input_precision=DOT_PREC)
@@ -282,7 +289,10 @@ def _chunk_bwd_kernel(
             dm = tl.dot(dy_mc, tl.trans(x_k), input_precision=DOT_PREC)
             dg = dm * dcy * dt_k[None, :]
             dC_acc += tl.dot(dg.to(dtype), B_k, input_precision=DOT_PREC)
-            gb = tl.dot(C_m, tl.trans(B_k), input_precision=DOT_PREC)
+            if HAS_GRAM:
+                gb = _load_gram(cb_ptr, offs_m, offs_k, CHUNK)
+            else:
+                gb = tl.dot(C_m, tl.trans(B_k), input_precision=DOT_PREC)
             grow += tl.sum(dg * gb, axis=1)
         tl.store(
             dC_ptr + dBoff + (t0 + offs_m)[:, None] * stride_dB_t + offs_n[None, :], dC_acc,
@@ -292,7 +302,7 @@ def _chunk_bwd_kernel(
 
 
 def ssd_bwd(dout, dfinal, x, dt, A, B, C, D, z, y_pre, starts, decay, chunk_size, has_initial, *,
-            block_l=None, num_warps=4):
+            block_l=None, num_warps=4, use_gram=True):
     """Gradients of the chunked SSD. Inputs as saved by ssd_fwd (contiguous). dfinal may be None.
 
     Returns (dx, ddt, dA, dB, dC, dD, dz, dinitial) with None for absent D / z / initial state;
@@ -308,7 +318,7 @@ def ssd_bwd(dout, dfinal, x, dt, A, B, C, D, z, y_pre, starts, decay, chunk_size
     dev = x.device
     f32 = torch.float32
     has_z = z is not None
-    grid = (NC, bsz * H)
+    grid = (bsz * H, NC)  # heads of one chunk side by side: they share B and C tiles in L2
     dstates = _empty(like=starts)
     zz = z if has_z else x
     yp = y_pre if has_z else x
@@ -323,7 +333,7 @@ def ssd_bwd(dout, dfinal, x, dt, A, B, C, D, z, y_pre, starts, decay, chunk_size
         num_warps=num_warps, num_stages=stages,
     )
     PN = P * N
-    BLOCK = min(1024, triton.next_power_of_2(PN))
+    BLOCK = state_pass_block(PN)
     n_blk = triton.cdiv(PN, BLOCK)
     glast = _empty(n_blk, bsz * H, NC, device=dev, dtype=f32)
     dinit = _empty(bsz, H, P, N, device=dev, dtype=f32) if has_initial else None
@@ -332,8 +342,9 @@ def ssd_bwd(dout, dfinal, x, dt, A, B, C, D, z, y_pre, starts, decay, chunk_size
         dinit if dinit is not None else starts, glast,
         H, PN, NC,
         starts.stride(0), starts.stride(1), starts.stride(2),
-        HAS_DFINAL=dfinal is not None, HAS_DINIT=has_initial, BLOCK=BLOCK, num_warps=4,
+        HAS_DFINAL=dfinal is not None, HAS_DINIT=has_initial, BLOCK=BLOCK, num_warps=1,
     )
+    cb = chunk_gram(C, B, chunk_size, block_l=BLOCK_L) if use_gram else None
     dx = _empty(like=x)
     dz = _empty(like=z) if has_z else None
     dB_h = _empty(bsz, T, H, N, device=dev, dtype=f32)
@@ -344,16 +355,16 @@ def ssd_bwd(dout, dfinal, x, dt, A, B, C, D, z, y_pre, starts, decay, chunk_size
     vsum = _empty(bsz * H, NC, device=dev, dtype=f32)
     dD_part = _empty(bsz * H, NC, device=dev, dtype=f32) if D is not None else None
     _chunk_bwd_kernel[grid](
-        x, dt, A, B, C, D if D is not None else A, zz, yp, dout, starts, dstates,
+        x, dt, A, B, C, D if D is not None else A, zz, yp, dout, starts, dstates, cb if cb is not None else vsum,
         dx, dz if has_z else dx, dB_h, dC_h, ddt, grow, gcol, vsum, dD_part if dD_part is not None else vsum,
-        T, H, P, N, H // G, NC,
+        T, H, P, N, G, H // G, NC,
         x.stride(0), x.stride(1), x.stride(2),
         dt.stride(0), dt.stride(1), dt.stride(2),
         B.stride(0), B.stride(1), B.stride(2),
         starts.stride(0), starts.stride(1), starts.stride(2),
         dB_h.stride(0), dB_h.stride(1), dB_h.stride(2),
         CHUNK=chunk_size, BLOCK_L=BLOCK_L, BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N,
-        HAS_D=D is not None, HAS_Z=has_z, DOT_PREC=prec,
+        HAS_D=D is not None, HAS_Z=has_z, HAS_GRAM=use_gram, DOT_PREC=prec,
         num_warps=num_warps, num_stages=stages,
     )
     # decay gradient: d acum_t = grow_t - gcol_t; d a_l = sum_{t >= l in chunk} d acum_t + the

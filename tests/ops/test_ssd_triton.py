@@ -178,3 +178,14 @@ def test_gpu_matches_reference(T, dtype):
     opts = dict(batch=1, heads=8, headdim=64, groups=1, dstate=128, seed=11)
     check_forward(make_inputs(T, dtype, **opts), 256, dtype)
     check_gradients(make_inputs(T, dtype, **opts), 256, dtype)
+
+
+@pytest.mark.parametrize("use_gram", [False, True])
+def test_launch_configs_agree(monkeypatch, use_gram):
+    """Per-head C B^T (use_gram=False) and 64-position blocks give the reference's results too."""
+    cfg = dict(block_l=64 if use_gram else 32, num_warps=4, use_gram=use_gram)
+    monkeypatch.setitem(ssd_triton_mod.KERNEL_CONFIG, "fwd", cfg)
+    monkeypatch.setitem(ssd_triton_mod.KERNEL_CONFIG, "bwd", cfg)
+    inp = make_inputs(100, torch.float32, seed=9, groups=1)
+    check_forward(inp, 64, torch.float32)
+    check_gradients(inp, 64, torch.float32)

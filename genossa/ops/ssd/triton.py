@@ -16,9 +16,14 @@ from genossa.kernels.ssd_fwd import ssd_fwd
 from genossa.ops.ssd.naive import ScanImportance
 
 
-KERNEL_CONFIG = {"block_l": None, "fwd_warps": 4, "bwd_warps": 4}
-"""Launch parameters: block_l (positions per tile, default min(64, chunk)) and warps per
-program of the chunk kernels. benchmarks/ssd_bench.py sweeps them."""
+KERNEL_CONFIG = {
+    "fwd": {"block_l": 32, "num_warps": 4, "use_gram": True},
+    "bwd": {"block_l": 32, "num_warps": 4, "use_gram": True},
+}
+"""Launch parameters of the forward and backward chunk kernels: block_l (positions per tile),
+num_warps, use_gram (C B^T once per chunk and group rather than per head).
+benchmarks/ssd_bench.py sweeps them; 32 positions and 4 warps were fastest on an H100 (bf16,
+16 heads x 64, d_state 128, chunk 256)."""
 
 
 def _contig(t: Tensor | None) -> Tensor | None:
@@ -34,7 +39,7 @@ class SSDFunction(torch.autograd.Function):
         x, dt, A, B, C, D, z, initial_state = map(_contig, (x, dt, A, B, C, D, z, initial_state))
         y, y_pre, starts, final, norm, change, decay = ssd_fwd(
             x, dt, A, B, C, D, z, chunk_size, initial_state, return_importance,
-            block_l=KERNEL_CONFIG["block_l"], num_warps=KERNEL_CONFIG["fwd_warps"],
+            **KERNEL_CONFIG["fwd"],
         )
         if norm is None:
             norm = change = x.new_empty(x.shape[0], 0, x.shape[2], dtype=torch.float32)
@@ -54,7 +59,7 @@ class SSDFunction(torch.autograd.Function):
         dx, ddt, dA, dB, dC, dD, dz, dinit = ssd_bwd(
             dy.contiguous(), None if dfinal is None else dfinal.contiguous(),
             x, dt, A, B, C, D, z, y_pre, starts, decay, ctx.chunk_size, ctx.has_initial,
-            block_l=KERNEL_CONFIG["block_l"], num_warps=KERNEL_CONFIG["bwd_warps"],
+            **KERNEL_CONFIG["bwd"],
         )
         return (
             dx, ddt.to(dt.dtype), dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
