@@ -220,25 +220,45 @@ class GenossaLM(nn.Module):
         return n
 
     def save_pretrained(self, directory: str | Path) -> Path:
-        """Write config.json and model.safetensors into `directory` (created if needed)."""
-        from safetensors.torch import save_model
+        """Write config.json and model.safetensors into `directory` (created if needed).
+
+        Tensors are copied out first: under DeepSpeed ZeRO the parameters can be views into
+        one flat buffer, which safetensors rightly refuses to save as it stands. A tied head
+        is stored once (as the embedding).
+        """
+        from safetensors.torch import save_file
 
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         (directory / CONFIG_FILE).write_text(json.dumps(config_to_json(self.config), indent=2) + "\n")
-        save_model(self, str(directory / WEIGHTS_FILE))
+        state = {
+            name: tensor.detach().to("cpu").contiguous().clone()
+            for name, tensor in self.state_dict().items()
+            if not (self.config.tie_embeddings and name == _TIED_HEAD)
+        }
+        save_file(state, str(directory / WEIGHTS_FILE), metadata={"format": "pt"})
         return directory
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> "GenossaLM":
         """Load a directory written by `save_pretrained` (strictly: every weight must match)."""
-        from safetensors.torch import load_model
+        from safetensors.torch import load_file
 
         directory = Path(directory)
         config = config_from_json(json.loads((directory / CONFIG_FILE).read_text()))
         model = cls(config)
-        load_model(model, str(directory / WEIGHTS_FILE), strict=True, device=str(map_location))
-        return model
+        state = load_file(str(directory / WEIGHTS_FILE), device=str(map_location))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        allowed_missing = [_TIED_HEAD] if config.tie_embeddings else []
+        if unexpected or set(missing) - set(allowed_missing):
+            raise ValueError(
+                f"{directory / WEIGHTS_FILE}: weights do not match the config "
+                f"(missing {sorted(set(missing) - set(allowed_missing))}, unexpected {sorted(unexpected)})"
+            )
+        return model.to(map_location)
+
+
+_TIED_HEAD = "lm_head.weight"
 
 
 def config_to_json(config: ModelConfig) -> dict:

@@ -14,6 +14,7 @@ plain containers only, never arbitrary pickled objects.
 from __future__ import annotations
 
 import os
+import pickle
 import random
 import re
 import shutil
@@ -104,12 +105,17 @@ class CheckpointManager:
             raise GenossaError(
                 f"{folder}: no resume state for rank {self.rank}; was the run saved with a different number of processes?"
             )
-        load_path, _ = engine.load_checkpoint(
-            str(self.root), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
-        )
+        try:
+            load_path, _ = engine.load_checkpoint(
+                str(self.root), tag=tag, load_optimizer_states=True, load_lr_scheduler_states=True
+            )
+            sidecar = torch.load(sidecar_path, weights_only=True)
+        except pickle.UnpicklingError as err:
+            lines = str(err).strip().splitlines()
+            reason = next((line.strip() for line in lines if "GLOBAL" in line), lines[0]).split(" was not")[0]
+            raise GenossaError(f"{folder}: refused to load a checkpoint holding more than tensors and plain data ({reason})") from None
         if load_path is None:
             raise GenossaError(f"{folder}: DeepSpeed could not load this checkpoint")
-        sidecar = torch.load(sidecar_path, weights_only=True)
         set_rng_state(sidecar["rng"])
         return ResumeState(step=int(sidecar["step"]), data=sidecar["data"], extra=sidecar["extra"])
 
