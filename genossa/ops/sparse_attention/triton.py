@@ -1,0 +1,217 @@
+"""Triton implementation of the scan-informed sparse attention (`sparse_attention(..., impl="triton")`).
+
+Same contract and numbers as `naive_sparse_attention` (naive.py): forward and the gradients of
+q, k, v, sel_k and sel_v. The kernels (genossa.kernels.sparse_attention_fwd / _bwd) run one
+dense FlashAttention per query tile over (its chunk's local span) then (its chunk's selected
+keys); memory is O(Tq) beyond the inputs (out, a base-2 log-sum-exp and delta, fp32 [B*H, Tq]).
+
+Which selected entries count is settled here, once per call, on the device, in O(NC * K log K):
+an entry is used iff it is valid, >= 0, outside the chunk's local span, not after the chunk's
+queries (causal: before i0 - window) and the first of its repeats in the list. Each chunk's used
+entries are compacted to the front (`rows`, `cnt`) so the kernels stop after the last one.
+
+Two layouts of the selected keys:
+
+* `sparse_attention_triton`: gathered sel_k / sel_v [B, NC, K, H, D], the public op's contract
+  (the streaming module needs it: pooled keys may lie before k_start). Their gradients are
+  dsel_k / dsel_v, as the reference's.
+* `sparse_attention_indexed`: no gathered copy; the kernels read the selected rows of k, v at
+  sel_pos - k_start and add their gradients into dk, dv (fp32 atomics). Equal to
+  `sparse_attention(q, k, v, gather_selected(k, sel_pos, k_start), gather_selected(v, ...), ...)`
+  when every used position lies in k, with memory O(Tq) instead of O(NC * K) (at 1M bases,
+  chunk 128 and 2048 keys, the gathered copies of k and v would take 17 GB each in bf16).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from genossa.kernels.sparse_attention_bwd import sparse_attention_bwd
+from genossa.kernels.sparse_attention_fwd import sparse_attention_fwd
+
+KERNEL_CONFIG = {
+    "fwd": (128, 64, 8, 3),
+    "dq": (128, 64, 8, 2),
+    "dkv": (64, 128, 8, 2),
+    "sel": (64, 128, 8, 2),
+}
+"""Launch parameters (BLOCK_M queries, BLOCK_N keys, warps, stages) per kernel for 16-bit inputs;
+benchmarks/attention_bench.py sweeps them. fp32 tiles are twice as large: FP32_CONFIG."""
+
+FP32_CONFIG = {"fwd": (64, 32, 4, 1), "dq": (64, 32, 4, 1), "dkv": (32, 64, 4, 1), "sel": (32, 64, 4, 1)}
+
+
+def usable_selection(sel_pos: Tensor, sel_valid: Tensor, *, q_start: int, chunk_size: int, window: int,
+                     causal: bool) -> Tensor:
+    """[B, NC, K] bool: the entries the reference attends to (rules in the module docstring)."""
+    n_chunks, n_sel = sel_pos.shape[1], sel_pos.shape[2]
+    i0 = q_start + torch.arange(n_chunks, device=sel_pos.device)[:, None] * chunk_size  # [NC, 1]
+    use = sel_valid.bool() & (sel_pos >= 0) & (sel_pos < i0 - window)
+    if not causal:  # causal: a key at or after i0 + chunk is after every query of the chunk
+        use = use | (sel_valid.bool() & (sel_pos >= i0 + chunk_size + window))
+    # keep the first of repeated positions: a stable sort puts it first among its equals
+    slot = torch.arange(n_sel, device=sel_pos.device)
+    key = torch.where(use, sel_pos, -2 - slot)  # unused entries never equal anything
+    sorted_key, order = torch.sort(key, dim=-1, stable=True)
+    repeat = torch.zeros_like(use)
+    repeat[..., 1:] = sorted_key[..., 1:] == sorted_key[..., :-1]
+    return use & ~torch.zeros_like(use).scatter(-1, order, repeat)
+
+
+def compact_selection(use: Tensor, sel_pos: Tensor, *, indexed: bool, k_start: int) -> tuple[Tensor, Tensor]:
+    """(rows [B, NC, K] int32, cnt [B, NC] int32): each chunk's used entries first, in list order,
+    as slots of the list (gathered) or indices into k (indexed)."""
+    order = torch.sort((~use).to(torch.int8), dim=-1, stable=True).indices
+    rows = sel_pos.gather(-1, order) - k_start if indexed else order
+    cnt = use.sum(-1, dtype=torch.int32)
+    used = torch.arange(use.shape[-1], device=use.device) < cnt[..., None]
+    return torch.where(used, rows, 0).to(torch.int32).contiguous(), cnt.contiguous()
+
+
+def _configs(dtype):
+    return FP32_CONFIG if dtype == torch.float32 else KERNEL_CONFIG
+
+
+class SparseAttentionFunction(torch.autograd.Function):
+    """out = attention(q, k, v, selected); sel_k / sel_v None selects the indexed layout."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, sel_k, sel_v, rows, cnt, chunk_size, window, causal, q_start, k_start, scale):
+        kw = dict(chunk_size=chunk_size, window=window, causal=causal, q_start=q_start, k_start=k_start, scale=scale)
+        bm, bn, warps, stages = _configs(q.dtype)["fwd"]
+        out, lse = sparse_attention_fwd(q, k, v, sel_k, sel_v, rows, cnt, block_m=bm, block_n=bn,
+                                        num_warps=warps, num_stages=stages, **kw)
+        ctx.save_for_backward(q, k, v, sel_k, sel_v, rows, cnt, out, lse)
+        ctx.kw = kw
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        q, k, v, sel_k, sel_v, rows, cnt, out, lse = ctx.saved_tensors
+        cfg = _configs(q.dtype)
+        need_sel = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
+        dq, dk, dv, dsk, dsv = sparse_attention_bwd(
+            _last_contiguous(dout), q, k, v, sel_k, sel_v, rows, cnt, out, lse, need_sel=need_sel,
+            dq_cfg=cfg["dq"], dkv_cfg=cfg["dkv"], sel_cfg=cfg["sel"], **ctx.kw,
+        )
+        return dq, dk, dv, dsk, dsv, None, None, None, None, None, None, None, None
+
+
+def _last_contiguous(t: Tensor) -> Tensor:
+    return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _check(q, k, v, sel_pos, sel_valid, chunk_size, window, causal, q_start, k_start):
+    if q.dim() != 4 or k.shape[:1] + k.shape[2:] != q.shape[:1] + q.shape[2:] or v.shape[:3] != k.shape[:3]:
+        raise ValueError(
+            f"sparse_attention: q [B, Tq, H, Dk], k [B, Tk, H, Dk], v [B, Tk, H, Dv] expected, got "
+            f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        )
+    if q.dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"sparse_attention (triton): q must be fp16, bf16 or fp32, got {q.dtype}")
+    if chunk_size <= 0 or window < 0:
+        raise ValueError(f"sparse_attention: chunk_size > 0 and window >= 0 expected, got {chunk_size}, {window}")
+    bsz, n_q = q.shape[:2]
+    n_keys = k.shape[1]
+    if q_start % chunk_size:
+        raise ValueError(f"sparse_attention: q_start {q_start} is not a multiple of chunk_size {chunk_size}")
+    if k_start > max(0, q_start - window) or (causal and k_start + n_keys < q_start + n_q):
+        raise ValueError(
+            f"sparse_attention: keys [{k_start}, {k_start + n_keys}) do not cover the local spans of "
+            f"queries [{q_start}, {q_start + n_q}) with window {window}"
+        )
+    n_chunks = -(-n_q // chunk_size)
+    if sel_pos.shape != sel_valid.shape or sel_pos.dim() != 3 or sel_pos.shape[:2] != (bsz, n_chunks):
+        raise ValueError(
+            f"sparse_attention: sel_pos and sel_valid must be [B, NC={n_chunks}, K], got "
+            f"{tuple(sel_pos.shape)}, {tuple(sel_valid.shape)}"
+        )
+
+
+def sparse_attention_triton(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    sel_k: Tensor,
+    sel_v: Tensor,
+    sel_pos: Tensor,
+    sel_valid: Tensor,
+    *,
+    chunk_size: int,
+    window: int,
+    causal: bool = True,
+    q_start: int = 0,
+    k_start: int = 0,
+    scale: float | None = None,
+) -> Tensor:
+    """`sparse_attention` on Triton kernels; the contract of `sparse_attention(..., impl="naive")`.
+
+    q [B, Tq, H, Dk], k [B, Tk, H, Dk], v [B, Tk, H, Dv], sel_k [B, NC, K, H, Dk],
+    sel_v [B, NC, K, H, Dv], sel_pos / sel_valid [B, NC, K]; returns [B, Tq, H, Dv] in q.dtype.
+    k, v, sel_k and sel_v are cast to q.dtype (fp16, bf16 or fp32). Needs a CUDA GPU, or the CPU
+    with TRITON_INTERPRET=1.
+    """
+    _check(q, k, v, sel_pos, sel_valid, chunk_size, window, causal, q_start, k_start)
+    if sel_k.shape[:4] != sel_pos.shape + q.shape[2:3] or sel_v.shape[:4] != sel_k.shape[:4]:
+        raise ValueError(
+            f"sparse_attention: sel_k [B, NC, K, H, Dk] and sel_v [B, NC, K, H, Dv] expected, got "
+            f"{tuple(sel_k.shape)}, {tuple(sel_v.shape)}"
+        )
+    if sel_k.shape[-1] != q.shape[-1] or sel_v.shape[-1] != v.shape[-1]:
+        raise ValueError("sparse_attention: sel_k / sel_v head dims must equal k's / v's")
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    dt = q.dtype
+    q, k, v, sel_k, sel_v = (_last_contiguous(t.to(dt)) for t in (q, k, v, sel_k, sel_v))
+    if q.shape[1] == 0:
+        return q.new_zeros(*q.shape[:3], v.shape[-1])
+    use = usable_selection(sel_pos, sel_valid, q_start=q_start, chunk_size=chunk_size, window=window, causal=causal)
+    rows, cnt = compact_selection(use, sel_pos, indexed=False, k_start=k_start)
+    return SparseAttentionFunction.apply(q, k, v, sel_k, sel_v, rows, cnt, chunk_size, window, causal, q_start,
+                                         k_start, scale)
+
+
+def sparse_attention_indexed(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    sel_pos: Tensor,
+    sel_valid: Tensor,
+    *,
+    chunk_size: int,
+    window: int,
+    causal: bool = True,
+    q_start: int = 0,
+    k_start: int = 0,
+    scale: float | None = None,
+) -> Tensor:
+    """Sparse attention whose selected keys are read from k, v at sel_pos (no gathered copy).
+
+    Equals `sparse_attention_triton(q, k, v, gather_selected(k, sel_pos, k_start),
+    gather_selected(v, sel_pos, k_start), sel_pos, sel_valid, ...)`; gradients flow to q, k, v.
+    Every used position (valid, outside the local span, ...) must lie in [k_start, k_start + Tk):
+    a ValueError otherwise (checked on the device, one synchronisation).
+    """
+    _check(q, k, v, sel_pos, sel_valid, chunk_size, window, causal, q_start, k_start)
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
+    dt = q.dtype
+    q, k, v = (_last_contiguous(t.to(dt)) for t in (q, k, v))
+    if q.shape[1] == 0:
+        return q.new_zeros(*q.shape[:3], v.shape[-1])
+    use = usable_selection(sel_pos, sel_valid, q_start=q_start, chunk_size=chunk_size, window=window, causal=causal)
+    outside = use & ((sel_pos < k_start) | (sel_pos >= k_start + k.shape[1]))
+    if bool(outside.any()):
+        raise ValueError(
+            f"sparse_attention_indexed: a selected position lies outside the keys [{k_start}, "
+            f"{k_start + k.shape[1]}); pass gathered keys to sparse_attention_triton instead"
+        )
+    rows, cnt = compact_selection(use, sel_pos, indexed=True, k_start=k_start)
+    return SparseAttentionFunction.apply(q, k, v, None, None, rows, cnt, chunk_size, window, causal, q_start,
+                                         k_start, scale)
+
+
+__all__ = [
+    "FP32_CONFIG", "KERNEL_CONFIG", "SparseAttentionFunction", "compact_selection", "sparse_attention_indexed",
+    "sparse_attention_triton", "usable_selection",
+]

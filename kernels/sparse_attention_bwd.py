@@ -1,0 +1,400 @@
+"""Triton backward kernels of the scan-informed sparse attention (FlashAttention-2 style).
+
+With z = scale * q.k the logits, P = exp(z - lse) and delta_i = sum_d dO_id O_id:
+dV = P^T dO, dP = dO V^T, dS = P * (dP - delta), dQ = scale * dS K, dK = scale * dS^T Q.
+Probabilities are recomputed from the forward's log-sum-exp (base 2, +inf on padding rows so
+their P is exactly 0). Layouts and the query-tile convention: sparse_attention_fwd.py.
+
+1. `_delta_kernel`: delta [B*H, NC*CHUNK] fp32 (0 on padding rows).
+2. `_dq_kernel`, grid (query tiles, B*H): dQ over the tile's local keys then its chunk's
+   selected keys (the forward's loop, recomputing P).
+3. `_dkv_local_kernel`, grid (key blocks, B*H): dK, dV of the keys of k from the queries whose
+   local span holds them: causal, key j is seen by query i iff i0(i) - WINDOW <= j <= i, so a
+   key block walks the query tiles from its own position to the last chunk whose span reaches
+   back to it: masked tiles (the diagonal), full tiles, masked tiles (the far edge of the span).
+4. `_dkv_sel_kernel`, grid (chunk x selected-key block, B*H): dK, dV of a chunk's selected keys
+   from that chunk's queries. Gathered layout: stored into dsel_k / dsel_v [B, NC, K, H, D] at
+   the entries' slots. Indexed layout: the keys are rows of k, and a key may be selected by many
+   chunks, so the contributions are atomically added into fp32 dk / dv buffers after step 3.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from genossa.kernels.sparse_attention_fwd import (
+    LOG2E,
+    _empty,
+    _floordiv,
+    _load_rows,
+    _local_bounds,
+    _store_rows,
+    dot_prec,
+    query_rows,
+    sel_strides,
+)
+
+
+@triton.jit
+def _delta_kernel(o_ptr, do_ptr, delta_ptr, Tq, H, LP, stride_ob, stride_ot, stride_oh,
+                  stride_dob, stride_dot, stride_doh,
+                  DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_DV: tl.constexpr):
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = (bh // H).to(tl.int64)
+    h = bh % H
+    qi = pid * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_DV)
+    ok = qi < Tq
+    o = _load_rows(o_ptr + b * stride_ob + h * stride_oh, qi, stride_ot, offs_d, ok, DV, BLOCK_DV, True)
+    do = _load_rows(do_ptr + b * stride_dob + h * stride_doh, qi, stride_dot, offs_d, ok, DV, BLOCK_DV, True)
+    delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
+    tl.store(delta_ptr + bh.to(tl.int64) * LP + qi, delta, mask=qi < LP)
+
+
+@triton.jit
+def _dq_step(dq, q, do, lse2, delta, kt, vt, s_mask, qk_scale, MASK: tl.constexpr, DOT_PREC: tl.constexpr):
+    # [BM, BN]
+    s = tl.dot(q, tl.trans(kt), input_precision=DOT_PREC) * qk_scale
+    p = tl.exp2(s - lse2[:, None])
+    if MASK:
+        p = tl.where(s_mask, p, 0.0)
+    dp = tl.dot(do, tl.trans(vt), input_precision=DOT_PREC)
+    ds = p * (dp - delta[:, None])
+    dq += tl.dot(ds.to(kt.dtype), kt, input_precision=DOT_PREC)
+    return dq
+
+
+@triton.jit
+def _dq_local(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_vt, lo, hi, k_start, q_abs, qk_scale,
+              offs_n, offs_dk, offs_dv, MASK: tl.constexpr, CAUSAL: tl.constexpr, DK: tl.constexpr,
+              DV: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr,
+              DOT_PREC: tl.constexpr):
+    for j0 in range(lo, hi, BLOCK_N):
+        ja = j0 + offs_n
+        in_range = ja < hi
+        kt = _load_rows(k_base, ja - k_start, stride_kt, offs_dk, in_range, DK, BLOCK_DK, MASK)
+        vt = _load_rows(v_base, ja - k_start, stride_vt, offs_dv, in_range, DV, BLOCK_DV, MASK)
+        s_mask = in_range[None, :]
+        if CAUSAL:
+            s_mask = s_mask & (ja[None, :] <= q_abs[:, None])
+        dq = _dq_step(dq, q, do, lse2, delta, kt, vt, s_mask, qk_scale, MASK, DOT_PREC)
+    return dq
+
+
+@triton.jit
+def _dq_kernel(
+    q_ptr, k_ptr, v_ptr, sk_ptr, sv_ptr, row_ptr, cnt_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr,
+    Tq, Tk, H, NC, K, q_start, k_start, LP, qk_scale, scale,
+    stride_qb, stride_qt, stride_qh,
+    stride_kb, stride_kt, stride_kh,
+    stride_vb, stride_vt, stride_vh,
+    stride_skb, stride_skc, stride_skr, stride_skh,
+    stride_svb, stride_svc, stride_svr, stride_svh,
+    stride_dob, stride_dot, stride_doh,
+    stride_dqb, stride_dqt, stride_dqh,
+    CHUNK: tl.constexpr, WINDOW: tl.constexpr, CAUSAL: tl.constexpr, ROWS: tl.constexpr,
+    DK: tl.constexpr, DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PREC: tl.constexpr,
+):
+    t = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    b64 = b.to(tl.int64)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_dk = tl.arange(0, BLOCK_DK)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    qi = t * ROWS + offs_m
+    row_ok = (offs_m < ROWS) & (qi < Tq)
+    q_abs = q_start + qi
+    # [BM, BDK], [BM, BDV], [BM]
+    q = _load_rows(q_ptr + b64 * stride_qb + h * stride_qh, qi, stride_qt, offs_dk, row_ok, DK, BLOCK_DK, True)
+    do = _load_rows(do_ptr + b64 * stride_dob + h * stride_doh, qi, stride_dot, offs_dv, row_ok, DV, BLOCK_DV, True)
+    lse2 = tl.load(lse_ptr + bh.to(tl.int64) * LP + qi, mask=offs_m < ROWS, other=float("inf"))
+    delta = tl.load(delta_ptr + bh.to(tl.int64) * LP + qi, mask=offs_m < ROWS, other=0.0)
+    k_base = k_ptr + b64 * stride_kb + h * stride_kh
+    v_base = v_ptr + b64 * stride_vb + h * stride_vh
+    dq = tl.zeros([BLOCK_M, BLOCK_DK], tl.float32)
+
+    c, lo, mid, hi = _local_bounds(t, q_start, k_start, Tk, ROWS, CHUNK, WINDOW, CAUSAL, BLOCK_N)
+    dq = _dq_local(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_vt, lo, mid, k_start, q_abs, qk_scale,
+                   offs_n, offs_dk, offs_dv, False, CAUSAL, DK, DV, BLOCK_N, BLOCK_DK, BLOCK_DV, DOT_PREC)
+    dq = _dq_local(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_vt, mid, hi, k_start, q_abs, qk_scale,
+                   offs_n, offs_dk, offs_dv, True, CAUSAL, DK, DV, BLOCK_N, BLOCK_DK, BLOCK_DV, DOT_PREC)
+
+    c64 = c.to(tl.int64)
+    cnt = tl.load(cnt_ptr + b * NC + c)
+    row_base = row_ptr + (b64 * NC + c64) * K
+    sk_base = sk_ptr + b64 * stride_skb + c64 * stride_skc + h * stride_skh
+    sv_base = sv_ptr + b64 * stride_svb + c64 * stride_svc + h * stride_svh
+    for n0 in range(0, cnt, BLOCK_N):
+        n = n0 + offs_n
+        n_ok = n < cnt
+        rows = tl.load(row_base + n, mask=n_ok, other=0)
+        kt = _load_rows(sk_base, rows, stride_skr, offs_dk, n_ok, DK, BLOCK_DK, True)
+        vt = _load_rows(sv_base, rows, stride_svr, offs_dv, n_ok, DV, BLOCK_DV, True)
+        dq = _dq_step(dq, q, do, lse2, delta, kt, vt, n_ok[None, :], qk_scale, True, DOT_PREC)
+
+    _store_rows(dq_ptr + b64 * stride_dqb + h * stride_dqh, qi, stride_dqt, offs_dk, row_ok, dq * scale, DK, BLOCK_DK)
+
+
+@triton.jit
+def _dkv_step(dk, dv, kt, vt, q_base, do_base, lse_base, delta_base, stride_qt, stride_dot, t, Tq, qk_scale,
+              ja, q_start, k_end, offs_m, offs_dk, offs_dv,
+              MASK: tl.constexpr, LOCAL: tl.constexpr, CAUSAL: tl.constexpr, CHUNK: tl.constexpr,
+              WINDOW: tl.constexpr, ROWS: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr,
+              BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PREC: tl.constexpr):
+    """Contribution of query tile t to dk, dv [BN, D] of key tile kt, vt (transposed products)."""
+    qi = t * ROWS + offs_m
+    row_ok = (offs_m < ROWS) & (qi < Tq)
+    q = _load_rows(q_base, qi, stride_qt, offs_dk, row_ok, DK, BLOCK_DK, MASK)
+    do = _load_rows(do_base, qi, stride_dot, offs_dv, row_ok, DV, BLOCK_DV, MASK)
+    if MASK:
+        lse2 = tl.load(lse_base + qi, mask=offs_m < ROWS, other=float("inf"))
+        delta = tl.load(delta_base + qi, mask=offs_m < ROWS, other=0.0)
+    else:
+        lse2 = tl.load(lse_base + qi)
+        delta = tl.load(delta_base + qi)
+    # [BN, BM]
+    sT = tl.dot(kt, tl.trans(q), input_precision=DOT_PREC) * qk_scale
+    pT = tl.exp2(sT - lse2[None, :])
+    if MASK:
+        if LOCAL:
+            i0 = q_start + ((t * ROWS) // CHUNK) * CHUNK
+            ok = (ja[:, None] >= i0 - WINDOW) & (ja[:, None] < k_end)
+            if CAUSAL:
+                ok = ok & (ja[:, None] <= (q_start + qi)[None, :])
+            else:
+                ok = ok & (ja[:, None] < i0 + CHUNK + WINDOW)
+            pT = tl.where(ok, pT, 0.0)
+    dv += tl.dot(pT.to(do.dtype), do, input_precision=DOT_PREC)
+    dpT = tl.dot(vt, tl.trans(do), input_precision=DOT_PREC)
+    dsT = pT * (dpT - delta[None, :])
+    dk += tl.dot(dsT.to(q.dtype), q, input_precision=DOT_PREC)
+    return dk, dv
+
+
+@triton.jit
+def _dkv_local_kernel(
+    q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
+    Tq, Tk, H, NC, q_start, k_start, LP, qk_scale, scale,
+    stride_qb, stride_qt, stride_qh,
+    stride_kb, stride_kt, stride_kh,
+    stride_vb, stride_vt, stride_vh,
+    stride_dob, stride_dot, stride_doh,
+    stride_dkb, stride_dkt, stride_dkh,
+    stride_dvb, stride_dvt, stride_dvh,
+    CHUNK: tl.constexpr, WINDOW: tl.constexpr, CAUSAL: tl.constexpr, ROWS: tl.constexpr,
+    DK: tl.constexpr, DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PREC: tl.constexpr,
+):
+    jt = tl.program_id(0)
+    bh = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    b64 = b.to(tl.int64)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_dk = tl.arange(0, BLOCK_DK)
+    offs_dv = tl.arange(0, BLOCK_DV)
+    MPC: tl.constexpr = CHUNK // ROWS
+    j = jt * BLOCK_N + offs_n
+    key_ok = j < Tk
+    k_end = k_start + Tk
+    ja = k_start + j
+    # [BN, BDK], [BN, BDV]
+    kt = _load_rows(k_ptr + b64 * stride_kb + h * stride_kh, j, stride_kt, offs_dk, key_ok, DK, BLOCK_DK, True)
+    vt = _load_rows(v_ptr + b64 * stride_vb + h * stride_vh, j, stride_vt, offs_dv, key_ok, DV, BLOCK_DV, True)
+    dk = tl.zeros([BLOCK_N, BLOCK_DK], tl.float32)
+    dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
+
+    # query tiles that see some key of the block, split into masked / full / masked runs
+    NT = NC * MPC
+    ja_lo = k_start + jt * BLOCK_N
+    ja_hi = tl.minimum(ja_lo + BLOCK_N, k_end) - 1
+    if CAUSAL:
+        t_begin = tl.maximum(ja_lo - q_start, 0) // ROWS
+        t_end = tl.minimum((_floordiv(ja_hi + WINDOW - q_start, CHUNK) + 1) * MPC, NT)
+        t_a = (tl.maximum(ja_hi - q_start, 0) + ROWS - 1) // ROWS
+        t_b = (_floordiv(ja_lo + WINDOW - q_start, CHUNK) + 1) * MPC
+    else:
+        t_begin = tl.maximum(_floordiv(ja_lo - q_start - WINDOW - CHUNK, CHUNK) + 1, 0) * MPC
+        t_end = tl.minimum((_floordiv(ja_hi - q_start + WINDOW, CHUNK) + 1) * MPC, NT)
+        t_a = (_floordiv(ja_hi - q_start - WINDOW - CHUNK, CHUNK) + 1) * MPC
+        t_b = (_floordiv(ja_lo - q_start + WINDOW, CHUNK) + 1) * MPC
+    t_end = tl.maximum(t_end, t_begin)
+    t_a = tl.minimum(tl.maximum(t_a, t_begin), t_end)
+    # full tiles: every row a query (< Tq, ROWS == BLOCK_M) and every key in k
+    t_b = tl.minimum(t_b, Tq // ROWS)
+    if ROWS < BLOCK_M:
+        t_b = t_a
+    t_b = tl.where(ja_lo + BLOCK_N > k_end, t_a, t_b)
+    t_b = tl.minimum(tl.maximum(t_b, t_a), t_end)
+
+    bhq = bh.to(tl.int64) * LP
+    q_base = q_ptr + b64 * stride_qb + h * stride_qh
+    do_base = do_ptr + b64 * stride_dob + h * stride_doh
+    for t in range(t_begin, t_a):
+        dk, dv = _dkv_step(dk, dv, kt, vt, q_base, do_base, lse_ptr + bhq, delta_ptr + bhq, stride_qt, stride_dot,
+                           t, Tq, qk_scale, ja, q_start, k_end, offs_m, offs_dk, offs_dv, True, True, CAUSAL,
+                           CHUNK, WINDOW, ROWS, DK, DV, BLOCK_DK, BLOCK_DV, DOT_PREC)
+    for t in range(t_a, t_b):
+        dk, dv = _dkv_step(dk, dv, kt, vt, q_base, do_base, lse_ptr + bhq, delta_ptr + bhq, stride_qt, stride_dot,
+                           t, Tq, qk_scale, ja, q_start, k_end, offs_m, offs_dk, offs_dv, False, True, CAUSAL,
+                           CHUNK, WINDOW, ROWS, DK, DV, BLOCK_DK, BLOCK_DV, DOT_PREC)
+    for t in range(t_b, t_end):
+        dk, dv = _dkv_step(dk, dv, kt, vt, q_base, do_base, lse_ptr + bhq, delta_ptr + bhq, stride_qt, stride_dot,
+                           t, Tq, qk_scale, ja, q_start, k_end, offs_m, offs_dk, offs_dv, True, True, CAUSAL,
+                           CHUNK, WINDOW, ROWS, DK, DV, BLOCK_DK, BLOCK_DV, DOT_PREC)
+
+    _store_rows(dk_ptr + b64 * stride_dkb + h * stride_dkh, j, stride_dkt, offs_dk, key_ok, dk * scale, DK, BLOCK_DK)
+    _store_rows(dv_ptr + b64 * stride_dvb + h * stride_dvh, j, stride_dvt, offs_dv, key_ok, dv, DV, BLOCK_DV)
+
+
+@triton.jit
+def _dkv_sel_kernel(
+    q_ptr, sk_ptr, sv_ptr, row_ptr, cnt_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
+    Tq, H, NC, K, NKT, q_start, LP, qk_scale, scale,
+    stride_qb, stride_qt, stride_qh,
+    stride_skb, stride_skc, stride_skr, stride_skh,
+    stride_svb, stride_svc, stride_svr, stride_svh,
+    stride_dob, stride_dot, stride_doh,
+    stride_dkb, stride_dkc, stride_dkr, stride_dkh,
+    stride_dvb, stride_dvc, stride_dvr, stride_dvh,
+    CHUNK: tl.constexpr, ROWS: tl.constexpr, INDEXED: tl.constexpr,
+    DK: tl.constexpr, DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PREC: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    bh = tl.program_id(1)
+    c = pid // NKT
+    n0 = (pid % NKT) * BLOCK_N
+    b = bh // H
+    h = bh % H
+    b64 = b.to(tl.int64)
+    c64 = c.to(tl.int64)
+    cnt = tl.load(cnt_ptr + b * NC + c)
+    if n0 < cnt:
+        MPC: tl.constexpr = CHUNK // ROWS
+        offs_m = tl.arange(0, BLOCK_M)
+        offs_n = n0 + tl.arange(0, BLOCK_N)
+        offs_dk = tl.arange(0, BLOCK_DK)
+        offs_dv = tl.arange(0, BLOCK_DV)
+        n_ok = offs_n < cnt
+        rows = tl.load(row_ptr + (b64 * NC + c64) * K + offs_n, mask=n_ok, other=0)
+        kt = _load_rows(sk_ptr + b64 * stride_skb + c64 * stride_skc + h * stride_skh, rows, stride_skr, offs_dk,
+                        n_ok, DK, BLOCK_DK, True)
+        vt = _load_rows(sv_ptr + b64 * stride_svb + c64 * stride_svc + h * stride_svh, rows, stride_svr, offs_dv,
+                        n_ok, DV, BLOCK_DV, True)
+        dk = tl.zeros([BLOCK_N, BLOCK_DK], tl.float32)
+        dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
+        bhq = bh.to(tl.int64) * LP
+        q_base = q_ptr + b64 * stride_qb + h * stride_qh
+        do_base = do_ptr + b64 * stride_dob + h * stride_doh
+        # every query of the chunk sees every listed key: only padding rows (P = 0) are masked
+        for m in range(0, MPC):
+            dk, dv = _dkv_step(dk, dv, kt, vt, q_base, do_base, lse_ptr + bhq, delta_ptr + bhq, stride_qt,
+                               stride_dot, c * MPC + m, Tq, qk_scale, offs_n, q_start, 0, offs_m, offs_dk, offs_dv,
+                               True, False, True, CHUNK, 0, ROWS, DK, DV, BLOCK_DK, BLOCK_DV, DOT_PREC)
+        dk_base = dk_ptr + b64 * stride_dkb + c64 * stride_dkc + h * stride_dkh
+        dv_base = dv_ptr + b64 * stride_dvb + c64 * stride_dvc + h * stride_dvh
+        dk = dk * scale
+        if INDEXED:
+            if DK == BLOCK_DK:
+                dk_mask = n_ok[:, None]
+            else:
+                dk_mask = n_ok[:, None] & (offs_dk[None, :] < DK)
+            if DV == BLOCK_DV:
+                dv_mask = n_ok[:, None]
+            else:
+                dv_mask = n_ok[:, None] & (offs_dv[None, :] < DV)
+            tl.atomic_add(dk_base + rows.to(tl.int64)[:, None] * stride_dkr + offs_dk[None, :], dk, mask=dk_mask)
+            tl.atomic_add(dv_base + rows.to(tl.int64)[:, None] * stride_dvr + offs_dv[None, :], dv, mask=dv_mask)
+        else:
+            _store_rows(dk_base, rows, stride_dkr, offs_dk, n_ok, dk, DK, BLOCK_DK)
+            _store_rows(dv_base, rows, stride_dvr, offs_dv, n_ok, dv, DV, BLOCK_DV)
+
+
+def sparse_attention_bwd(do, q, k, v, sel_k, sel_v, rows, cnt, out, lse, *, chunk_size, window, causal, q_start,
+                         k_start, scale, need_sel=True, dq_cfg=(64, 64, 4, 2), dkv_cfg=(64, 64, 4, 2),
+                         sel_cfg=(64, 64, 4, 2)):
+    """Backward launch (layouts: sparse_attention_fwd). cfg = (BLOCK_M, BLOCK_N, warps, stages).
+
+    Returns dq, dk, dv (dtypes of q, k, v) and dsel_k, dsel_v ([B, NC, K, H, D], zero on unused
+    entries; None for the indexed layout, whose selected-key gradients are in dk, dv, or
+    without need_sel)."""
+    bsz, Tq, H, DK = q.shape
+    Tk, DV = k.shape[1], v.shape[-1]
+    NC, K = rows.shape[1], rows.shape[2]
+    LP = NC * chunk_size
+    indexed = sel_k is None
+    dev = q.device
+    BLOCK_DK = max(16, triton.next_power_of_2(DK))
+    BLOCK_DV = max(16, triton.next_power_of_2(DV))
+    prec = dot_prec(q.dtype)
+    common = dict(CHUNK=chunk_size, DK=DK, DV=DV, BLOCK_DK=BLOCK_DK, BLOCK_DV=BLOCK_DV, DOT_PREC=prec)
+    sk = sel_strides(sel_k, indexed, k)
+    sv = sel_strides(sel_v, indexed, v)
+    qk_scale = scale * LOG2E
+
+    delta = _empty((bsz * H, LP), dev, torch.float32)
+    _delta_kernel[(triton.cdiv(LP, 64), bsz * H)](
+        out, do, delta, Tq, H, LP, out.stride(0), out.stride(1), out.stride(2), do.stride(0), do.stride(1),
+        do.stride(2), DV=DV, BLOCK_M=64, BLOCK_DV=BLOCK_DV,
+    )
+
+    dq = _empty(q.shape, dev, q.dtype)
+    bm, bn, warps, stages = dq_cfg
+    BLOCK_M, ROWS = query_rows(bm, chunk_size)
+    _dq_kernel[(NC * (chunk_size // ROWS), bsz * H)](
+        q, k, v, sk[0], sv[0], rows, cnt, do, lse, delta, dq,
+        Tq, Tk, H, NC, K, q_start, k_start, LP, qk_scale, scale,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), *sk[1:], *sv[1:],
+        do.stride(0), do.stride(1), do.stride(2), dq.stride(0), dq.stride(1), dq.stride(2),
+        WINDOW=window, CAUSAL=causal, ROWS=ROWS, BLOCK_M=BLOCK_M, BLOCK_N=bn,
+        num_warps=warps, num_stages=stages, **common,
+    )
+
+    acc_dtype = torch.float32 if indexed else None
+    dk = _empty(k.shape, dev, acc_dtype or k.dtype)
+    dv = _empty(v.shape, dev, acc_dtype or v.dtype)
+    bm, bn, warps, stages = dkv_cfg
+    BLOCK_M, ROWS = query_rows(bm, chunk_size)
+    if Tk:
+        _dkv_local_kernel[(triton.cdiv(Tk, bn), bsz * H)](
+            q, k, v, do, lse, delta, dk, dv,
+            Tq, Tk, H, NC, q_start, k_start, LP, qk_scale, scale,
+            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
+            dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2),
+            WINDOW=window, CAUSAL=causal, ROWS=ROWS, BLOCK_M=BLOCK_M, BLOCK_N=bn,
+            num_warps=warps, num_stages=stages, **common,
+        )
+
+    dsel_k = dsel_v = None
+    if indexed:
+        dk_out, dv_out = dk, dv
+        dsk, dsv = sel_strides(None, True, dk), sel_strides(None, True, dv)
+    elif need_sel:
+        dsel_k = torch.zeros(sel_k.shape, device=dev, dtype=sel_k.dtype)
+        dsel_v = torch.zeros(sel_v.shape, device=dev, dtype=sel_v.dtype)
+        dsk, dsv = sel_strides(dsel_k, False, None), sel_strides(dsel_v, False, None)
+    if (indexed or need_sel) and K and NC:
+        bm, bn, warps, stages = sel_cfg
+        BLOCK_M, ROWS = query_rows(bm, chunk_size)
+        NKT = triton.cdiv(K, bn)
+        _dkv_sel_kernel[(NC * NKT, bsz * H)](
+            q, sk[0], sv[0], rows, cnt, do, lse, delta, dsk[0], dsv[0],
+            Tq, H, NC, K, NKT, q_start, LP, qk_scale, scale,
+            q.stride(0), q.stride(1), q.stride(2), *sk[1:], *sv[1:],
+            do.stride(0), do.stride(1), do.stride(2), *dsk[1:], *dsv[1:],
+            ROWS=ROWS, INDEXED=indexed, BLOCK_M=BLOCK_M, BLOCK_N=bn,
+            num_warps=warps, num_stages=stages, **common,
+        )
+    if indexed:
+        dk, dv = dk_out.to(k.dtype), dv_out.to(v.dtype)
+    return dq, dk, dv, dsel_k, dsel_v

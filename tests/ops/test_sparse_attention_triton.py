@@ -1,0 +1,261 @@
+"""Triton sparse attention against the PyTorch reference `naive_sparse_attention`: output, log-sum-exp
+and every gradient (q, k, v, sel_k, sel_v; indexed layout: q, k, v), on the CPU through the
+Triton interpreter (fp32, fp16) and, marked gpu, on CUDA (fp32, bf16).
+
+Relative error ||a - b|| / ||b||. Tolerances: fp32 1e-5 forward / 1e-4 gradients (fp32
+reassociation over the online softmax and the key loops); fp16 inputs feed fp16 tiles to the
+dots (P and dS are rounded to fp16 before their products, as on tensor cores) while the
+reference computes in fp32 from the same fp16 inputs: 1e-2. bf16 (GPU): 2e-2 / 3e-2 (8-bit
+mantissa roundings of P and dS).
+"""
+import math
+import os
+import sys
+
+import pytest
+import torch
+
+_LATE = "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1"
+if not torch.cuda.is_available():
+    # the interpreter is chosen when a kernel is decorated, i.e. when its module is imported
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+triton = pytest.importorskip("triton")
+
+import genossa.kernels.sparse_attention_fwd as fwd_mod  # noqa: E402
+
+if not torch.cuda.is_available() and (
+    _LATE or type(fwd_mod._sparse_attn_fwd_kernel).__name__ != "InterpretedFunction"
+):
+    pytest.skip(
+        "no CUDA, and triton was imported before TRITON_INTERPRET=1 was set: run with TRITON_INTERPRET=1",
+        allow_module_level=True,
+    )
+
+from genossa.ops.sparse_attention import (  # noqa: E402
+    fold_scan_bias,
+    gather_selected,
+    naive_sparse_attention,
+    select_bidirectional,
+    select_causal,
+)
+from genossa.ops.sparse_attention import triton as sat  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+FWD_TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 2e-2}
+GRAD_TOL = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 3e-2}
+
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def poison(monkeypatch):
+    monkeypatch.setattr(fwd_mod, "POISON_OUTPUTS", True)
+
+
+def rel(a, b):
+    a, b = a.double(), b.double()
+    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
+
+
+def make_case(Tq, *, dtype, chunk, window, n_sel, causal=True, q_start=0, k_start=0, n_keys=None, B=2, H=2,
+              Dk=16, Dv=24, seed=0, device=DEVICE, p_valid=0.8):
+    """Random q, k, v, a selection list with repeats, invalid and out-of-pattern entries."""
+    g = torch.Generator().manual_seed(seed)
+    if n_keys is None:
+        n_keys = q_start + Tq - k_start if causal else q_start + Tq + window + chunk - k_start
+    NC = -(-Tq // chunk)
+    q = torch.randn(B, Tq, H, Dk, generator=g)
+    k = torch.randn(B, n_keys, H, Dk, generator=g)
+    v = torch.randn(B, n_keys, H, Dv, generator=g)
+    # positions anywhere in the keys (in the span, after the query, ...), some -1 or repeated
+    pos = torch.randint(k_start, k_start + n_keys, (B, NC, n_sel), generator=g)
+    pos[torch.rand(B, NC, n_sel, generator=g) < 0.1] = -1
+    pos[..., -1] = pos[..., 0]
+    valid = torch.rand(B, NC, n_sel, generator=g) < p_valid
+    to = dict(device=device, dtype=dtype)
+    return q.to(**to), k.to(**to), v.to(**to), pos.to(device), valid.to(device)
+
+
+def run(impl, q, k, v, pos, valid, dout, **kw):
+    """Output and gradients (q, k, v[, sel_k, sel_v]) of one implementation."""
+    q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
+    k_start = kw.get("k_start", 0)
+    if impl == "indexed":
+        out = sat.sparse_attention_indexed(q, k, v, pos, valid, **kw)
+        return out, torch.autograd.grad(out, (q, k, v), dout)
+    if impl == "naive_indexed":  # the gathered keys stay in the graph: their gradients reach k, v
+        out = naive_sparse_attention(q, k, v, gather_selected(k, pos, k_start), gather_selected(v, pos, k_start),
+                                     pos, valid, **kw)
+        return out, torch.autograd.grad(out, (q, k, v), dout)
+    sk = gather_selected(k, pos, k_start).detach().requires_grad_()
+    sv = gather_selected(v, pos, k_start).detach().requires_grad_()
+    fn = sat.sparse_attention_triton if impl == "triton" else naive_sparse_attention
+    out = fn(q, k, v, sk, sv, pos, valid, **kw)
+    return out, torch.autograd.grad(out, (q, k, v, sk, sv), dout)
+
+
+def check(q, k, v, pos, valid, *, dtype, layouts=("triton", "indexed"), **kw):
+    g = torch.Generator().manual_seed(123)
+    dout = torch.randn(*q.shape[:3], v.shape[-1], generator=g).to(q.device, q.dtype)
+    for layout in layouts:
+        ref_impl = "naive" if layout == "triton" else "naive_indexed"
+        ref_out, ref_grads = run(ref_impl, q, k, v, pos, valid, dout, **kw)
+        out, grads = run(layout, q, k, v, pos, valid, dout, **kw)
+        assert out.dtype == q.dtype and out.shape == ref_out.shape
+        assert rel(out, ref_out) < FWD_TOL[dtype], (layout, "out", rel(out, ref_out))
+        names = ("q", "k", "v", "sel_k", "sel_v")
+        for name, a, b in zip(names, grads, ref_grads):
+            assert a.dtype == b.dtype and a.shape == b.shape, (layout, name)
+            assert torch.isfinite(a).all(), (layout, name)
+            if b.double().norm() < 1e-5:  # zero in exact arithmetic (T = 1: one key per query)
+                assert (a - b).abs().max() < 1e-5, (layout, name)
+            else:
+                assert rel(a, b) < GRAD_TOL[dtype], (layout, name, rel(a, b))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("T,window,n_sel", [(1, 16, 4), (37, 16, 6), (100, 32, 8)])
+def test_matches_reference(T, window, n_sel, causal, dtype):
+    q, k, v, pos, valid = make_case(T, dtype=dtype, chunk=16, window=window, n_sel=n_sel, causal=causal)
+    check(q, k, v, pos, valid, dtype=dtype, chunk_size=16, window=window, causal=causal)
+
+
+def test_log_sum_exp_and_padding_rows():
+    """The saved lse equals the reference's; padding rows of the last chunk hold +inf (P = 0)."""
+    T, C, W = 37, 16, 16
+    q, k, v, pos, valid = make_case(T, dtype=torch.float32, chunk=C, window=W, n_sel=6)
+    kw = dict(chunk_size=C, window=W, causal=True, q_start=0, k_start=0)
+    _, ref_lse = naive_sparse_attention(q, k, v, gather_selected(k, pos), gather_selected(v, pos), pos, valid,
+                                        return_lse=True, **kw)
+    use = sat.usable_selection(pos, valid, q_start=0, chunk_size=C, window=W, causal=True)
+    rows, cnt = sat.compact_selection(use, pos, indexed=True, k_start=0)
+    _, lse2 = fwd_mod.sparse_attention_fwd(q, k, v, None, None, rows, cnt, scale=1 / 4, **kw)
+    lse = lse2.view(2, 2, -1).permute(0, 2, 1) * math.log(2)  # [B, NC*C, H], natural log
+    assert rel(lse[:, :T], ref_lse) < 1e-6
+    assert torch.isinf(lse[:, T:]).all() and (lse[:, T:] > 0).all()
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_offsets_streaming(causal):
+    """A later call: queries from q_start, keys from k_start = q_start - window (the cache)."""
+    C, W, Tq = 16, 16, 40
+    q_start, k_start = 48, 32
+    q, k, v, pos, valid = make_case(Tq, dtype=torch.float32, chunk=C, window=W, n_sel=6, causal=causal,
+                                    q_start=q_start, k_start=k_start, seed=3)
+    check(q, k, v, pos, valid, dtype=torch.float32, chunk_size=C, window=W, causal=causal, q_start=q_start,
+          k_start=k_start)
+
+
+def test_selected_before_the_keys_gathered_only():
+    """Pooled keys before k_start exist only in gathered form; the indexed layout refuses them."""
+    C, W, Tq, q_start, k_start = 16, 16, 32, 64, 48
+    q, k, v, _, valid = make_case(Tq, dtype=torch.float32, chunk=C, window=W, n_sel=5, q_start=q_start,
+                                  k_start=k_start, seed=4)
+    g = torch.Generator().manual_seed(5)
+    pos = torch.randint(0, k_start, (2, 2, 5), generator=g)  # all before the keys
+    sel_k = torch.randn(2, 2, 5, 2, 16, generator=g)
+    sel_v = torch.randn(2, 2, 5, 2, 24, generator=g)
+    kw = dict(chunk_size=C, window=W, q_start=q_start, k_start=k_start)
+    dout = torch.randn(2, Tq, 2, 24, generator=g)
+    results = []
+    for fn in (naive_sparse_attention, sat.sparse_attention_triton):
+        ins = [t.clone().requires_grad_() for t in (q, k, v, sel_k, sel_v)]
+        out = fn(*ins[:3], *ins[3:], pos, valid, **kw)
+        results.append((out, torch.autograd.grad(out, ins, dout)))
+    (ref, ref_g), (out, out_g) = results
+    assert rel(out, ref) < 1e-5
+    for a, b in zip(out_g, ref_g):
+        assert rel(a, b) < 1e-4
+    with pytest.raises(ValueError, match="outside the keys"):
+        sat.sparse_attention_indexed(q, k, v, pos, torch.ones_like(valid), **kw)
+
+
+@pytest.mark.parametrize("chunk,window,block_m,block_n", [(24, 20, 64, 16), (16, 24, 32, 32), (32, 16, 16, 16), (16, 48, 16, 16)])
+def test_tile_shapes(monkeypatch, chunk, window, block_m, block_n):
+    """Chunks that no power-of-two tile divides (rows masked), tiles larger than the chunk,
+    windows that are no multiple of the tiles, and several query tiles per chunk."""
+    cfg = {name: (block_m, block_n, 4, 1) for name in ("fwd", "dq", "dkv", "sel")}
+    monkeypatch.setattr(sat, "FP32_CONFIG", cfg)
+    for causal in (True, False):
+        q, k, v, pos, valid = make_case(70, dtype=torch.float32, chunk=chunk, window=window, n_sel=7,
+                                        causal=causal, seed=6, B=1)
+        check(q, k, v, pos, valid, dtype=torch.float32, chunk_size=chunk, window=window, causal=causal)
+
+
+def test_widened_head_dim_and_real_selection():
+    """The module's use: keys widened to 2D + 1 by the scan bias (scale 1), selections from
+    select_causal / select_bidirectional."""
+    g = torch.Generator().manual_seed(7)
+    B, T, H, D, C, W = 1, 64, 2, 8, 16, 16
+    q, k, ws, wks = (torch.randn(B, T, H, D, generator=g) for _ in range(4))
+    v = torch.randn(B, T, H, D, generator=g)
+    lam, mu = torch.rand(H, generator=g), torch.rand(H, generator=g)
+    qw, kw_ = fold_scan_bias(q, k, ws, wks, lam, mu, scale=1 / math.sqrt(D))  # [B, T, H, 17]
+    imp, comp = torch.randn(B, T, generator=g), torch.rand(B, T, generator=g)
+    sel_args = dict(chunk_size=C, window=W, base=3, alpha=4.0, cap=6)
+    sel_c, _ = select_causal(imp, comp, q_start=0, n_queries=T, **sel_args)
+    sel_b = select_bidirectional(imp, comp, **sel_args)
+    for causal, sel in ((True, sel_c), (False, sel_b)):
+        check(qw, kw_, v, sel.pos, sel.valid, dtype=torch.float32, chunk_size=C, window=W, causal=causal,
+              scale=1.0)
+
+
+def test_usable_selection_rules():
+    """Valid, >= 0, outside the span, not after the chunk (causal), first of repeats."""
+    pos = torch.tensor([[[3, 3, -1, 40, 14, 5, 3]] * 2])
+    valid = torch.tensor([[[True, True, True, True, True, False, True]] * 2])
+    kw = dict(q_start=16, chunk_size=8, window=4)  # chunks at 16 and 24
+    use_c = sat.usable_selection(pos, valid, causal=True, **kw)  # keys before 12, before 20
+    assert use_c.tolist() == [[[True, False, False, False, False, False, False],
+                               [True, False, False, False, True, False, False]]]
+    use_b = sat.usable_selection(pos, valid, causal=False, **kw)  # outside [12, 28), [20, 36)
+    assert use_b.tolist() == [[[True, False, False, True, False, False, False],
+                               [True, False, False, True, True, False, False]]]
+    rows, cnt = sat.compact_selection(use_b, pos, indexed=False, k_start=0)
+    assert cnt.tolist() == [[2, 3]] and rows[0, 1, :3].tolist() == [0, 3, 4]
+
+
+def test_argument_errors():
+    q, k, v, pos, valid = make_case(20, dtype=torch.float32, chunk=16, window=16, n_sel=4)
+    sk, sv = gather_selected(k, pos), gather_selected(v, pos)
+    with pytest.raises(ValueError, match="multiple of chunk_size"):
+        sat.sparse_attention_triton(q, k, v, sk, sv, pos, valid, chunk_size=16, window=16, q_start=8)
+    with pytest.raises(ValueError, match="do not cover"):
+        sat.sparse_attention_triton(q, k[:, :10], v[:, :10], sk, sv, pos, valid, chunk_size=16, window=16)
+    with pytest.raises(ValueError, match="NC=2"):
+        sat.sparse_attention_indexed(q, k, v, pos[:, :1], valid[:, :1], chunk_size=16, window=16)
+    empty = sat.sparse_attention_triton(q[:, :0], k, v, sk[:, :0], sv[:, :0], pos[:, :0], valid[:, :0],
+                                        chunk_size=16, window=16)
+    assert empty.shape == (2, 0, 2, 24)
+
+
+gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("causal", [True, False])
+def test_gpu_matches_reference(dtype, causal):
+    T, C, W = 1000, 64, 128
+    q, k, v, pos, valid = make_case(T, dtype=dtype, chunk=C, window=W, n_sel=96, causal=causal, B=1, H=4,
+                                    Dk=64, Dv=64, device="cuda")
+    check(q, k, v, pos, valid, dtype=dtype, chunk_size=C, window=W, causal=causal)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_widened_head_dim():
+    """Dk = 2 * 64 + 1 (the module's folded bias) in bf16, default launch configs."""
+    T, C, W = 777, 128, 256
+    q, k, v, pos, valid = make_case(T, dtype=torch.bfloat16, chunk=C, window=W, n_sel=200, B=1, H=2, Dk=129,
+                                    Dv=64, device="cuda")
+    check(q, k, v, pos, valid, dtype=torch.bfloat16, chunk_size=C, window=W, causal=True, scale=1.0)
