@@ -200,7 +200,7 @@ def _dkv_local_kernel(
     offs_n = tl.arange(0, BLOCK_N)
     offs_dk = tl.arange(0, BLOCK_DK)
     offs_dv = tl.arange(0, BLOCK_DV)
-    MPC: tl.constexpr = CHUNK // ROWS
+    MPC = CHUNK // ROWS
     j = jt * BLOCK_N + offs_n
     key_ok = j < Tk
     k_end = k_start + Tk
@@ -278,7 +278,7 @@ def _dkv_sel_kernel(
     c64 = c.to(tl.int64)
     cnt = tl.load(cnt_ptr + b * NC + c)
     if n0 < cnt:
-        MPC: tl.constexpr = CHUNK // ROWS
+        MPC = CHUNK // ROWS
         offs_m = tl.arange(0, BLOCK_M)
         offs_n = n0 + tl.arange(0, BLOCK_N)
         offs_dk = tl.arange(0, BLOCK_DK)
@@ -311,8 +311,10 @@ def _dkv_sel_kernel(
                 dv_mask = n_ok[:, None]
             else:
                 dv_mask = n_ok[:, None] & (offs_dv[None, :] < DV)
-            tl.atomic_add(dk_base + rows.to(tl.int64)[:, None] * stride_dkr + offs_dk[None, :], dk, mask=dk_mask)
-            tl.atomic_add(dv_base + rows.to(tl.int64)[:, None] * stride_dvr + offs_dv[None, :], dv, mask=dv_mask)
+            dk_ptrs = dk_base + rows.to(tl.int64)[:, None] * stride_dkr + offs_dk[None, :]
+            dv_ptrs = dv_base + rows.to(tl.int64)[:, None] * stride_dvr + offs_dv[None, :]
+            tl.atomic_add(dk_ptrs, dk, mask=dk_mask, sem="relaxed")
+            tl.atomic_add(dv_ptrs, dv, mask=dv_mask, sem="relaxed")
         else:
             _store_rows(dk_base, rows, stride_dkr, offs_dk, n_ok, dk, DK, BLOCK_DK)
             _store_rows(dv_base, rows, stride_dvr, offs_dv, n_ok, dv, DV, BLOCK_DV)

@@ -70,8 +70,13 @@ def compact_selection(use: Tensor, sel_pos: Tensor, *, indexed: bool, k_start: i
     return torch.where(used, rows, 0).to(torch.int32).contiguous(), cnt.contiguous()
 
 
-def _configs(dtype):
-    return FP32_CONFIG if dtype == torch.float32 else KERNEL_CONFIG
+def _configs(dtype, head_dims):
+    """Launch parameters for this dtype; head dims padded to 256 (the folded bias widens 128 to
+    2 * 128 + 1) take tiles of at most 64 x 64 and one stage, to fit registers and shared memory."""
+    cfg = FP32_CONFIG if dtype == torch.float32 else KERNEL_CONFIG
+    if max(head_dims) > 128:
+        cfg = {name: (min(bm, 64), min(bn, 64), warps, 1) for name, (bm, bn, warps, _) in cfg.items()}
+    return cfg
 
 
 class SparseAttentionFunction(torch.autograd.Function):
@@ -80,7 +85,7 @@ class SparseAttentionFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q, k, v, sel_k, sel_v, rows, cnt, chunk_size, window, causal, q_start, k_start, scale):
         kw = dict(chunk_size=chunk_size, window=window, causal=causal, q_start=q_start, k_start=k_start, scale=scale)
-        bm, bn, warps, stages = _configs(q.dtype)["fwd"]
+        bm, bn, warps, stages = _configs(q.dtype, (q.shape[-1], v.shape[-1]))["fwd"]
         out, lse = sparse_attention_fwd(q, k, v, sel_k, sel_v, rows, cnt, block_m=bm, block_n=bn,
                                         num_warps=warps, num_stages=stages, **kw)
         ctx.save_for_backward(q, k, v, sel_k, sel_v, rows, cnt, out, lse)
@@ -90,7 +95,7 @@ class SparseAttentionFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dout):
         q, k, v, sel_k, sel_v, rows, cnt, out, lse = ctx.saved_tensors
-        cfg = _configs(q.dtype)
+        cfg = _configs(q.dtype, (q.shape[-1], v.shape[-1]))
         need_sel = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
         dq, dk, dv, dsk, dsv = sparse_attention_bwd(
             _last_contiguous(dout), q, k, v, sel_k, sel_v, rows, cnt, out, lse, need_sel=need_sel,
