@@ -1,5 +1,16 @@
-"""Shared fixtures: bundled data paths and builders of small FASTA files in temp folders."""
+"""Shared fixtures: bundled data paths and builders of small FASTA files in temp folders.
+
+Without a CUDA GPU the Triton kernels run on Triton's CPU interpreter, which must be chosen
+before triton is first imported: this file is loaded before any test module.
+"""
 from __future__ import annotations
+
+import os
+
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import gzip
 from pathlib import Path

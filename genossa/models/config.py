@@ -7,6 +7,7 @@ Only simple field types (int, float, bool, tuple[int, ...]) so the strict YAML l
 The presets `tiny()`, `small()`, `base()`, `large()` are plain functions returning a config.
 """
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from genossa.sequence.alphabet import VOCAB_SIZE
 
@@ -73,6 +74,10 @@ class ModelConfig:
     """Epsilon of every RMSNorm."""
     init_std: float = 0.02
     """Standard deviation of the normal init of linear and embedding weights."""
+    kernels: Literal["auto", "naive", "triton"] = "auto"
+    """Implementation of the SSD scan and the sparse attention: 'auto' runs the Triton kernels
+    on CUDA and the PyTorch references elsewhere; 'naive'/'triton' force one (weights and
+    outputs are the same either way, up to floating-point rounding)."""
 
     def __post_init__(self) -> None:
         for name in (

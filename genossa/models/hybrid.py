@@ -87,7 +87,7 @@ class HybridBlock(nn.Module):
         self.mixer = Mamba2Mixer(
             cfg.d_model, cfg.ssm_heads, cfg.ssm_head_dim, cfg.ssm_d_state, n_groups=cfg.ssm_groups,
             d_conv=cfg.ssm_conv, chunk_size=cfg.ssm_chunk, scales=cfg.ssm_scales, bidirectional=not cfg.causal,
-            eps=cfg.norm_eps,
+            eps=cfg.norm_eps, impl=cfg.kernels,
         )
         self.attention = ScanSparseAttention(
             cfg.d_model, cfg.ssm_inner, cfg.attn_heads, cfg.attn_head_dim, summary_dim=cfg.scan_summary_dim,

@@ -62,6 +62,7 @@ class Mamba2Mixer(nn.Module):
         scales: tuple[int, ...] = (128, 1024, 4096),
         bidirectional: bool = False,
         eps: float = 1e-5,
+        impl: str = "auto",
     ):
         super().__init__()
         if n_heads % len(scales) or n_heads % n_groups:
@@ -70,6 +71,7 @@ class Mamba2Mixer(nn.Module):
         self.d_inner = n_heads * head_dim
         self.d_conv, self.chunk_size, self.scales = d_conv, chunk_size, tuple(scales)
         self.bidirectional = bidirectional
+        self.impl = impl  # SSD implementation: auto / naive / triton (ops.ssd)
         self.conv_dim = self.d_inner + 2 * n_groups * d_state
         self.in_proj = nn.Linear(d_model, self.d_inner + self.conv_dim + n_heads, bias=False)
         self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim)
@@ -112,7 +114,7 @@ class Mamba2Mixer(nn.Module):
         y, ssm_state, imp = ssd(
             x.reshape(bsz, T, H, P), dt, A, B.reshape(bsz, T, G, N), C.reshape(bsz, T, G, N), self.D,
             chunk_size=self.chunk_size, initial_state=state.ssm if state is not None else None,
-            return_final_state=True, return_importance=True,
+            return_final_state=True, return_importance=True, impl=self.impl,
         )
         new_state = MixerState(padded[:, padded.shape[1] - (self.d_conv - 1):], ssm_state)
         return y.reshape(bsz, T, self.d_inner), imp, new_state

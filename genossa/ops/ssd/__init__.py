@@ -1,15 +1,18 @@
 """Mamba2 SSD scan: the public op `ssd` and its PyTorch references (see naive.py for the maths).
 
-`impl="naive"` is the chunked PyTorch reference (linear memory in T); the Triton kernels
-(kernels/, imported as genossa.kernels) will add `impl="triton"`.
+`impl="naive"` is the chunked PyTorch reference (linear memory in T); `impl="triton"` runs the
+Triton kernels (kernels/, imported as genossa.kernels; see triton.py); `impl="auto"` picks
+Triton for CUDA tensors and the reference otherwise.
 """
 from __future__ import annotations
+
+import os
 
 from torch import Tensor
 
 from genossa.ops.ssd.naive import ScanImportance, segsum, ssd_chunked, ssd_recurrent
 
-IMPLS = ("naive",)
+IMPLS = ("auto", "naive", "triton")
 
 
 def ssd(
@@ -25,7 +28,7 @@ def ssd(
     initial_state: Tensor | None = None,
     return_final_state: bool = False,
     return_importance: bool = False,
-    impl: str = "naive",
+    impl: str = "auto",
 ):
     """Mamba2 SSD scan y = SSM(x) with skip D and gate silu(z).
 
@@ -65,6 +68,12 @@ def ssd(
     N = B.shape[-1]
     if initial_state is not None and initial_state.shape != (bsz, H, P, N):
         raise ValueError(f"ssd: initial_state must be [B, H, P, N] = {(bsz, H, P, N)}, got {tuple(initial_state.shape)}")
+    impl = resolve_impl(impl, x)
+    if impl == "triton":
+        from genossa.ops.ssd.triton import ssd_triton  # triton is imported only when used
+
+        return ssd_triton(x, dt, A, B, C, D, z, chunk_size=chunk_size, initial_state=initial_state,
+                          return_final_state=return_final_state, return_importance=return_importance)
     y, final_state, importance = ssd_chunked(
         x, dt, A, B, C, D, z, chunk_size=chunk_size, initial_state=initial_state, return_importance=return_importance
     )
@@ -78,4 +87,17 @@ def ssd(
     return out
 
 
-__all__ = ["IMPLS", "ScanImportance", "segsum", "ssd", "ssd_chunked", "ssd_recurrent"]
+def resolve_impl(impl: str, x: Tensor) -> str:
+    """'auto' is the Triton kernel for CUDA tensors and the PyTorch reference otherwise.
+
+    'triton' on CPU tensors needs Triton's interpreter (TRITON_INTERPRET=1, set before triton
+    is imported); asking for it without one is an error, never a silent fallback.
+    """
+    if impl == "auto":
+        return "triton" if x.is_cuda else "naive"
+    if impl == "triton" and not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
+        raise ValueError("impl='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for Triton's CPU interpreter)")
+    return impl
+
+
+__all__ = ["IMPLS", "resolve_impl", "ScanImportance", "segsum", "ssd", "ssd_chunked", "ssd_recurrent"]
