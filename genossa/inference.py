@@ -1,0 +1,65 @@
+"""Loading an exported model for inference (`genossa embed`, `genossa score`).
+
+An exported model is a directory with `config.json` and `model.safetensors`, as written by
+`GenossaLM.save_pretrained` (and by `genossa train` into `<run>/model`). Nothing is unpickled.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+
+from genossa.errors import GenossaError
+from genossa.models.hybrid import CONFIG_FILE, WEIGHTS_FILE, GenossaLM
+
+
+@dataclass
+class LoadedModel:
+    model: GenossaLM
+    directory: Path
+    device: torch.device
+    weights_sha256: str
+    """sha256 of model.safetensors: the model's identity in outputs."""
+
+    @property
+    def identity(self) -> dict:
+        """What outputs record about the model that made them."""
+        cfg = self.model.config
+        return {
+            "checkpoint": str(self.directory.resolve()),
+            "weights_sha256": self.weights_sha256,
+            "d_model": cfg.d_model,
+            "n_layers": cfg.n_layers,
+            "causal": cfg.causal,
+            "matryoshka_dims": list(cfg.mrl_dims),
+        }
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise GenossaError("--device cuda was asked for, but no CUDA device is available")
+    return device
+
+
+def load_model(directory: str | Path, device: str | torch.device = "auto") -> LoadedModel:
+    """Load an exported model for inference (eval mode, no gradients) onto `device`."""
+    directory = Path(directory)
+    for name in (CONFIG_FILE, WEIGHTS_FILE):
+        if not (directory / name).is_file():
+            raise GenossaError(
+                f"{directory}: not an exported genossa model (no {name}); pass a training run's model/ folder"
+            )
+    target = resolve_device(device)
+    try:
+        model = GenossaLM.from_pretrained(directory, map_location="cpu")
+    except (ValueError, OSError, RuntimeError, SafetensorError) as err:
+        raise GenossaError(f"{directory}: cannot load the model ({' '.join(str(err).split())})") from None
+    model = model.to(target).eval().requires_grad_(False)
+    digest = hashlib.sha256((directory / WEIGHTS_FILE).read_bytes()).hexdigest()
+    return LoadedModel(model=model, directory=directory, device=target, weights_sha256=digest)
