@@ -22,6 +22,16 @@ import pytest
 from genossa import resources
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """One intra-op thread per test: the shapes are small, and on a shared 2-core machine a
+    second spinning thread under load once slowed a 7 s test to 3 minutes."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def ecoli_fasta() -> Path:
     return resources.ECOLI_FASTA

@@ -10,14 +10,6 @@ TOL = {torch.float64: 1e-10, torch.float32: 2e-5}
 
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: small shapes, and a shared 2-core machine (see tests/models/conftest.py)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 def rel(a, b):
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
