@@ -54,6 +54,30 @@ def _delta_kernel(o_ptr, do_ptr, delta_ptr, Tq, H, LP, stride_ob, stride_ot, str
 
 
 @triton.jit
+def _emit_sel_grads(dk, dv, rows, n_ok, dk_base, dv_base, stride_dkr, stride_dvr, offs_dk, offs_dv,
+                    INDEXED: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, BLOCK_DK: tl.constexpr,
+                    BLOCK_DV: tl.constexpr):
+    """dk, dv [BN, D] of one tile of a chunk's selected keys: stored at their list slots
+    (gathered) or atomically added to rows of the fp32 dk, dv (indexed: shared by chunks)."""
+    if INDEXED:
+        if DK == BLOCK_DK:
+            dk_mask = n_ok[:, None]
+        else:
+            dk_mask = n_ok[:, None] & (offs_dk[None, :] < DK)
+        if DV == BLOCK_DV:
+            dv_mask = n_ok[:, None]
+        else:
+            dv_mask = n_ok[:, None] & (offs_dv[None, :] < DV)
+        dk_ptrs = dk_base + rows.to(tl.int64)[:, None] * stride_dkr + offs_dk[None, :]
+        dv_ptrs = dv_base + rows.to(tl.int64)[:, None] * stride_dvr + offs_dv[None, :]
+        tl.atomic_add(dk_ptrs, dk, mask=dk_mask, sem="relaxed")
+        tl.atomic_add(dv_ptrs, dv, mask=dv_mask, sem="relaxed")
+    else:
+        _store_rows(dk_base, rows, stride_dkr, offs_dk, n_ok, dk, DK, BLOCK_DK)
+        _store_rows(dv_base, rows, stride_dvr, offs_dv, n_ok, dv, DV, BLOCK_DV)
+
+
+@triton.jit
 def _dq_step(dq, q, do, lse2, delta, kt, vt, s_mask, qk_scale, MASK: tl.constexpr, DOT_PREC: tl.constexpr):
     # [BM, BN]
     s = tl.dot(q, tl.trans(kt), input_precision=DOT_PREC) * qk_scale
@@ -85,7 +109,7 @@ def _dq_local(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_vt, lo, 
 
 @triton.jit
 def _dq_kernel(
-    q_ptr, k_ptr, v_ptr, sk_ptr, sv_ptr, row_ptr, cnt_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr,
+    q_ptr, k_ptr, v_ptr, sk_ptr, sv_ptr, row_ptr, cnt_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr, dsk_ptr, dsv_ptr,
     Tq, Tk, H, NC, K, q_start, k_start, LP, qk_scale, scale,
     stride_qb, stride_qt, stride_qh,
     stride_kb, stride_kt, stride_kh,
@@ -94,9 +118,12 @@ def _dq_kernel(
     stride_svb, stride_svc, stride_svr, stride_svh,
     stride_dob, stride_dot, stride_doh,
     stride_dqb, stride_dqt, stride_dqh,
+    stride_dskb, stride_dskc, stride_dskr, stride_dskh,
+    stride_dsvb, stride_dsvc, stride_dsvr, stride_dsvh,
     CHUNK: tl.constexpr, WINDOW: tl.constexpr, CAUSAL: tl.constexpr, ROWS: tl.constexpr,
     DK: tl.constexpr, DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PREC: tl.constexpr,
+    FUSED_SEL: tl.constexpr, INDEXED: tl.constexpr,
 ):
     t = tl.program_id(0)
     bh = tl.program_id(1)
@@ -130,13 +157,27 @@ def _dq_kernel(
     row_base = row_ptr + (b64 * NC + c64) * K
     sk_base = sk_ptr + b64 * stride_skb + c64 * stride_skc + h * stride_skh
     sv_base = sv_ptr + b64 * stride_svb + c64 * stride_svc + h * stride_svh
+    dsk_base = dsk_ptr + b64 * stride_dskb + c64 * stride_dskc + h * stride_dskh
+    dsv_base = dsv_ptr + b64 * stride_dsvb + c64 * stride_dsvc + h * stride_dsvh
     for n0 in range(0, cnt, BLOCK_N):
         n = n0 + offs_n
         n_ok = n < cnt
         rows = tl.load(row_base + n, mask=n_ok, other=0)
         kt = _load_rows(sk_base, rows, stride_skr, offs_dk, n_ok, DK, BLOCK_DK, True)
         vt = _load_rows(sv_base, rows, stride_svr, offs_dv, n_ok, DV, BLOCK_DV, True)
-        dq = _dq_step(dq, q, do, lse2, delta, kt, vt, n_ok[None, :], qk_scale, True, DOT_PREC)
+        if FUSED_SEL:
+            # the program holds all the chunk's queries: the tile's dk, dv are complete here
+            s = tl.dot(q, tl.trans(kt), input_precision=DOT_PREC) * qk_scale
+            p = tl.where(n_ok[None, :], tl.exp2(s - lse2[:, None]), 0.0)
+            dp = tl.dot(do, tl.trans(vt), input_precision=DOT_PREC)
+            ds = p * (dp - delta[:, None])
+            dq += tl.dot(ds.to(kt.dtype), kt, input_precision=DOT_PREC)
+            dk_t = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=DOT_PREC) * scale
+            dv_t = tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PREC)
+            _emit_sel_grads(dk_t, dv_t, rows, n_ok, dsk_base, dsv_base, stride_dskr, stride_dsvr, offs_dk, offs_dv,
+                            INDEXED, DK, DV, BLOCK_DK, BLOCK_DV)
+        else:
+            dq = _dq_step(dq, q, do, lse2, delta, kt, vt, n_ok[None, :], qk_scale, True, DOT_PREC)
 
     _store_rows(dq_ptr + b64 * stride_dqb + h * stride_dqh, qi, stride_dqt, offs_dk, row_ok, dq * scale, DK, BLOCK_DK)
 
@@ -301,23 +342,8 @@ def _dkv_sel_kernel(
                                True, False, True, CHUNK, 0, ROWS, DK, DV, BLOCK_DK, BLOCK_DV, DOT_PREC)
         dk_base = dk_ptr + b64 * stride_dkb + c64 * stride_dkc + h * stride_dkh
         dv_base = dv_ptr + b64 * stride_dvb + c64 * stride_dvc + h * stride_dvh
-        dk = dk * scale
-        if INDEXED:
-            if DK == BLOCK_DK:
-                dk_mask = n_ok[:, None]
-            else:
-                dk_mask = n_ok[:, None] & (offs_dk[None, :] < DK)
-            if DV == BLOCK_DV:
-                dv_mask = n_ok[:, None]
-            else:
-                dv_mask = n_ok[:, None] & (offs_dv[None, :] < DV)
-            dk_ptrs = dk_base + rows.to(tl.int64)[:, None] * stride_dkr + offs_dk[None, :]
-            dv_ptrs = dv_base + rows.to(tl.int64)[:, None] * stride_dvr + offs_dv[None, :]
-            tl.atomic_add(dk_ptrs, dk, mask=dk_mask, sem="relaxed")
-            tl.atomic_add(dv_ptrs, dv, mask=dv_mask, sem="relaxed")
-        else:
-            _store_rows(dk_base, rows, stride_dkr, offs_dk, n_ok, dk, DK, BLOCK_DK)
-            _store_rows(dv_base, rows, stride_dvr, offs_dv, n_ok, dv, DV, BLOCK_DV)
+        _emit_sel_grads(dk * scale, dv, rows, n_ok, dk_base, dv_base, stride_dkr, stride_dvr, offs_dk, offs_dv,
+                        INDEXED, DK, DV, BLOCK_DK, BLOCK_DV)
 
 
 def sparse_attention_bwd(do, q, k, v, sel_k, sel_v, rows, cnt, out, lse, *, chunk_size, window, causal, q_start,
@@ -348,19 +374,7 @@ def sparse_attention_bwd(do, q, k, v, sel_k, sel_v, rows, cnt, out, lse, *, chun
         do.stride(2), DV=DV, BLOCK_M=64, BLOCK_DV=BLOCK_DV,
     )
 
-    dq = _empty(q.shape, dev, q.dtype)
-    bm, bn, warps, stages = dq_cfg
-    BLOCK_M, ROWS = query_rows(bm, chunk_size)
-    _dq_kernel[(NC * (chunk_size // ROWS), bsz * H)](
-        q, k, v, sk[0], sv[0], rows, cnt, do, lse, delta, dq,
-        Tq, Tk, H, NC, K, q_start, k_start, LP, qk_scale, scale,
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), *sk[1:], *sv[1:],
-        do.stride(0), do.stride(1), do.stride(2), dq.stride(0), dq.stride(1), dq.stride(2),
-        WINDOW=window, CAUSAL=causal, ROWS=ROWS, BLOCK_M=BLOCK_M, BLOCK_N=bn,
-        num_warps=warps, num_stages=stages, **common,
-    )
-
+    # local dk, dv first: the selected keys' gradients are then added into them (indexed layout)
     acc_dtype = torch.float32 if indexed else None
     dk = _empty(k.shape, dev, acc_dtype or k.dtype)
     dv = _empty(v.shape, dev, acc_dtype or v.dtype)
@@ -377,15 +391,34 @@ def sparse_attention_bwd(do, q, k, v, sel_k, sel_v, rows, cnt, out, lse, *, chun
             num_warps=warps, num_stages=stages, **common,
         )
 
+    want_sel = (indexed or need_sel) and K > 0
     dsel_k = dsel_v = None
     if indexed:
-        dk_out, dv_out = dk, dv
         dsk, dsv = sel_strides(None, True, dk), sel_strides(None, True, dv)
     elif need_sel:
         dsel_k = torch.zeros(sel_k.shape, device=dev, dtype=sel_k.dtype)
         dsel_v = torch.zeros(sel_v.shape, device=dev, dtype=sel_v.dtype)
         dsk, dsv = sel_strides(dsel_k, False, None), sel_strides(dsel_v, False, None)
-    if (indexed or need_sel) and K and NC:
+    else:
+        dsk = dsv = (q, 0, 0, 0, 0)  # not written (FUSED_SEL off)
+
+    # dq; where one program holds a whole chunk's queries it also forms the selected keys' dk, dv
+    dq = _empty(q.shape, dev, q.dtype)
+    bm, bn, warps, stages = dq_cfg
+    BLOCK_M, ROWS = query_rows(bm, chunk_size)
+    fused = want_sel and ROWS == chunk_size
+    _dq_kernel[(NC * (chunk_size // ROWS), bsz * H)](
+        q, k, v, sk[0], sv[0], rows, cnt, do, lse, delta, dq, dsk[0], dsv[0],
+        Tq, Tk, H, NC, K, q_start, k_start, LP, qk_scale, scale,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), *sk[1:], *sv[1:],
+        do.stride(0), do.stride(1), do.stride(2), dq.stride(0), dq.stride(1), dq.stride(2),
+        *dsk[1:], *dsv[1:],
+        WINDOW=window, CAUSAL=causal, ROWS=ROWS, BLOCK_M=BLOCK_M, BLOCK_N=bn, FUSED_SEL=fused, INDEXED=indexed,
+        num_warps=warps, num_stages=stages, **common,
+    )
+
+    if want_sel and not fused and NC:
         bm, bn, warps, stages = sel_cfg
         BLOCK_M, ROWS = query_rows(bm, chunk_size)
         NKT = triton.cdiv(K, bn)
@@ -398,5 +431,5 @@ def sparse_attention_bwd(do, q, k, v, sel_k, sel_v, rows, cnt, out, lse, *, chun
             num_warps=warps, num_stages=stages, **common,
         )
     if indexed:
-        dk, dv = dk_out.to(k.dtype), dv_out.to(v.dtype)
+        dk, dv = dk.to(k.dtype), dv.to(v.dtype)
     return dq, dk, dv, dsel_k, dsel_v

@@ -32,13 +32,15 @@ from genossa.kernels.sparse_attention_bwd import sparse_attention_bwd
 from genossa.kernels.sparse_attention_fwd import sparse_attention_fwd
 
 KERNEL_CONFIG = {
-    "fwd": (128, 64, 8, 3),
-    "dq": (128, 64, 8, 2),
-    "dkv": (64, 128, 8, 2),
-    "sel": (64, 128, 8, 2),
+    "fwd": (128, 64, 4, 3),
+    "dq": (128, 32, 8, 2),
+    "dkv": (32, 128, 4, 3),
+    "sel": (32, 128, 4, 3),
 }
-"""Launch parameters (BLOCK_M queries, BLOCK_N keys, warps, stages) per kernel for 16-bit inputs;
-benchmarks/attention_bench.py sweeps them. fp32 tiles are twice as large: FP32_CONFIG."""
+"""Launch parameters (BLOCK_M queries, BLOCK_N keys, warps, stages) per kernel for 16-bit inputs,
+from benchmarks/attention_bench.py's sweep on an H100 (chunk 128, head dim 64). Where the dq
+kernel's query tile holds a whole chunk (BLOCK_M >= chunk) it also forms the selected keys'
+dk, dv and "sel" is unused. fp32 tiles are twice as large: FP32_CONFIG."""
 
 FP32_CONFIG = {"fwd": (64, 32, 4, 1), "dq": (64, 32, 4, 1), "dkv": (32, 64, 4, 1), "sel": (32, 64, 4, 1)}
 
