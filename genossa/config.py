@@ -87,22 +87,50 @@ class TrainConfig:
 
 @dataclass
 class EmbedConfig:
-    """How embeddings are exported (`genossa embed`)."""
+    """How embeddings are exported (`genossa embed`, genossa.embed)."""
 
     window: int = 131072
+    """Bases per window; each window gets one pooled embedding."""
     stride: Optional[int] = None
     """Distance between window starts; None = window (no overlap)."""
+    last: Literal["drop", "pad", "end_aligned"] = "pad"
+    """The tail no full window reaches (genossa.sequence.intervals): a shorter window (pad),
+    a full window aligned to the end (end_aligned), or none (drop)."""
     dims: tuple[int, ...] = ()
-    """Matryoshka prefixes to store; empty = every prefix of the model."""
-    pool: Literal["mean", "max", "last", "cls"] = "mean"
+    """Matryoshka prefixes to store (the widest is stored, the others are its prefixes);
+    empty = every prefix the model was trained with."""
+    pool: Literal["mean", "max", "last"] = "mean"
+    """Pooling over a window's bases; `last` is the causal model's summary of the window."""
     per_base: bool = False
+    """Also store per-base embeddings."""
     rc_average: bool = False
+    """Average both strands (the result is the same for a sequence and its reverse complement)."""
     batch_size: int = 8
+    """Windows per forward pass."""
+    chunk: Optional[int] = None
+    """Bases per streaming step of a causal model (a multiple of its attn_chunk); None = 16384."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Compute precision: auto = bf16 autocast on CUDA, fp32 on the CPU."""
+    dtype: Literal["float32", "float16"] = "float32"
+    """Stored dtype of the embeddings."""
 
     def __post_init__(self) -> None:
         _positive(self, "window", "batch_size")
         if self.stride is not None and self.stride <= 0:
             raise ValueError("stride: must be > 0")
+        if self.chunk is not None and self.chunk <= 0:
+            raise ValueError("chunk: must be > 0")
+        if any(d <= 0 for d in self.dims):
+            raise ValueError(f"dims: must be positive, got {list(self.dims)}")
+        for name, allowed in (("last", ("drop", "pad", "end_aligned")), ("pool", ("mean", "max", "last")),
+                              ("precision", ("auto", "fp32", "bf16")), ("dtype", ("float32", "float16"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name}: must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
+
+    @property
+    def step(self) -> int:
+        """The stride in effect (window when stride is None)."""
+        return self.stride or self.window
 
 
 @dataclass
