@@ -114,12 +114,54 @@ def _report_training(summary) -> None:
 
 
 @cli.command()
-@click.option("--checkpoint", type=click.Path(file_okay=False), help="Exported model directory.")
-@click.option("--fasta", type=click.Path(dir_okay=False), help="FASTA to embed.")
-@click.option("--out", type=click.Path(), help="Output Zarr store.")
-def embed(checkpoint, fasta, out) -> None:
-    """Write Matryoshka embeddings of a genome or regions to a Zarr store."""
-    _not_yet("embed", 6)
+@click.option("--checkpoint", required=True, type=click.Path(file_okay=False), help="Exported model directory (a run's model/ folder).")
+@click.option("--fasta", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="FASTA to embed (plain, gzip or bgzip); repeat for multi-file genomes.")
+@click.option("--regions", type=click.Path(dir_okay=False), help="BED of regions to embed (each line tiled on its own) [default: whole records].")
+@click.option("--out", required=True, type=click.Path(), help="Output Zarr store (e.g. genome.zarr).")
+@click.option("--window", default=131072, show_default=True, type=click.IntRange(min=1), help="Bases per window (one pooled embedding each).")
+@click.option("--stride", type=click.IntRange(min=1), help="Distance between window starts [default: --window].")
+@click.option("--last", "last_window", default="pad", show_default=True, type=click.Choice(["drop", "pad", "end_aligned"]),
+              help="The tail no full window reaches: a shorter window, a window aligned to the end, or none.")
+@click.option("--dims", default="", help="Matryoshka prefixes to store, e.g. 64,256 (the widest is stored) [default: all the model's].")
+@click.option("--pool", default="mean", show_default=True, type=click.Choice(["mean", "max", "last"]), help="Pooling over a window's bases.")
+@click.option("--per-base", is_flag=True, help="Also store per-base embeddings (large: bases x width).")
+@click.option("--rc-average", is_flag=True, help="Average both strands (same result for a sequence and its reverse complement).")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Windows per forward pass.")
+@click.option("--chunk", type=click.IntRange(min=1), help="Bases per streaming step of a causal model [default: 16384].")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]),
+              help="auto = bf16 on CUDA, fp32 on the CPU.")
+@click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16"]), help="Stored embedding dtype.")
+@click.option("--bedgraph", type=click.Path(dir_okay=False), help="Importance track as bedGraph [default: STORE minus .zarr + .importance.bedgraph].")
+@click.option("--no-bedgraph", is_flag=True, help="Write no bedGraph (the track is still in the store).")
+@click.option("--bedgraph-bin", default=1, show_default=True, type=click.IntRange(min=1), help="Bases per bedGraph interval (mean).")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store (and bedGraph).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def embed(checkpoint, fasta, regions, out, window, stride, last_window, dims, pool, per_base, rc_average, batch_size,
+          chunk, device, precision, dtype, bedgraph, no_bedgraph, bedgraph_bin, overwrite, quiet) -> None:
+    """Write Matryoshka embeddings of a genome or regions to a Zarr store.
+
+    One pooled embedding per window (the widest requested prefix; read [..., :64] for 64
+    dims), optional per-base embeddings, and the per-base scan importance (also as bedGraph).
+    An interrupted run resumes when the same command is run again; the store appears under
+    --out only once complete.
+    """
+    import shlex
+
+    from genossa.embed import embed_genome
+
+    summary = embed_genome(
+        checkpoint, list(fasta), out, regions=regions, window=window, stride=stride, last=last_window, dims=dims,
+        pool=pool, per_base=per_base, rc_average=rc_average, batch_size=batch_size, chunk=chunk, device=device,
+        precision=precision, dtype=dtype, bedgraph=False if no_bedgraph else (bedgraph or True),
+        bedgraph_bin=bedgraph_bin, overwrite=overwrite, progress=not quiet,
+        command=shlex.join(["genossa", *sys.argv[1:]]),
+    )
+    resumed = f", resumed after {summary.resumed_at:,} windows" if summary.resumed_at else ""
+    click.echo(f"embedded {summary.windows:,} windows ({summary.bases:,} bases) in {summary.seconds:.1f} s, "
+               f"{summary.bases_per_second:,.0f} bases/s{resumed}")
+    click.echo(f"store: {summary.path}" + (f"; importance bedGraph: {summary.bedgraph}" if summary.bedgraph else ""))
 
 
 @cli.command()

@@ -275,6 +275,9 @@ def embed_genome(
             raise GenossaError(f"{bedgraph_path}: the bedGraph is already there; pass --overwrite to replace it")
         zarr_store.check_writable(bedgraph_path)
 
+    from genossa.inference import load_model
+
+    loaded = load_model(checkpoint, device)
     genome = FastaGenome(fasta_paths)
     lengths = genome.lengths
     if regions:
@@ -287,10 +290,6 @@ def embed_genome(
             f"no windows to embed: every {'region' if regions else 'record'} is shorter than --window "
             f"{cfg.window:,} and --last is {cfg.last!r} (use --last pad)"
         )
-
-    from genossa.inference import load_model
-
-    loaded = load_model(checkpoint, device)
     model, dev = loaded.model, loaded.device
     mcfg = model.config
     stored_dims = cfg.dims or mcfg.mrl_dims
