@@ -33,7 +33,7 @@ from genossa.kernels.sparse_attention_fwd import sparse_attention_fwd
 
 KERNEL_CONFIG = {
     "fwd": (128, 64, 4, 3),
-    "dq": (128, 32, 8, 2),
+    "dq": (128, 32, 4, 3),
     "dkv": (32, 128, 4, 3),
     "sel": (32, 128, 4, 3),
 }
