@@ -1,0 +1,622 @@
+"""`genossa score`: zero-shot variant-effect scores from a causal model, VCF in, VCF out.
+
+Every ALT allele of every record gets (see the README's "Variant scoring" for the method):
+
+- LLR: ln P(alt window) - ln P(ref window) in nats, summed over the D scored positions from
+  the variant's first changed base onward; the ref and alt windows have the same length and
+  the same bases before the variant, so the positions before it cancel and indels compare
+  with SNVs;
+- embedding distances (1 - cosine, L2) between the ref and alt embeddings averaged over the
+  same D positions, at each Matryoshka prefix of the model;
+- with rc_average, the mean of each score over both strands.
+
+Coordinates: 0-based half-open inside; VCF POS (1-based) only at the file boundary. Alleles
+are trimmed of the bases REF and ALT share at their right, then their left end (VCF's padding
+base), so `pos` below is the first changed base.
+
+Efficiency: each contig is tiled into windows of `window` bases with step Q; the variants of a
+window share one reference pass, streamed (models/streaming.py) and cut at the chunk-aligned
+point c <= pos of each variant; the state at c (SSM state, conv inputs, attention cache) is
+reused by the reference row and every ALT row of the variants cut there, so each allele costs
+only its suffix (pos - c + D bases), batched.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from genossa.errors import GenossaError, InputFormatError
+from genossa.io.bed import read_bed
+from genossa.io.fasta import FastaGenome
+from genossa.io.vcf import InfoField, Variant, allele_problem, output_path_ok, read_variants, write_scored_vcf
+from genossa.models.hybrid import GenossaLM, ModelState
+from genossa.sequence.alphabet import PAD
+from genossa.sequence.tokenize import reverse_complement, tokenize
+
+METHODS = ("llr", "embedding")
+MAX_REF_MISMATCH_EXAMPLES = 5
+
+
+# --- geometry: where a variant's window is and which positions are scored ------------------
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where one allele is scored on one strand (0-based, strand coordinates)."""
+
+    pos: int
+    """First changed base (after trimming)."""
+    window_start: int
+    """s: start of the window (the model's context starts here)."""
+    split: int
+    """c: the chunk-aligned point (s <= c <= pos, c - s a multiple of attn_chunk) the suffix starts at."""
+    span: int
+    """M: positions scored, pos .. pos + M - 1 (D, or fewer at a contig end)."""
+    clipped: bool
+    """Less than the nominal left context or fewer than D scored positions (contig ends)."""
+
+    @property
+    def first_target(self) -> int:
+        """The first base is predicted from nothing when the window starts at it: not scored."""
+        return max(self.pos, self.window_start + 1)
+
+    @property
+    def n_scored(self) -> int:
+        return max(0, self.pos + self.span - self.first_target)
+
+
+def window_step(window: int, downstream: int) -> int:
+    """Q: windows start every Q bases; a variant's left context is in [W - D - Q, W - D)."""
+    return max(1, (window - downstream) // 2)
+
+
+def geometry(pos: int, ref_len: int, alt_len: int, contig_length: int, *, window: int, downstream: int,
+             chunk: int) -> Geometry:
+    """Window, split point and scored span of an allele (trimmed REF [pos, pos+ref_len) -> ALT).
+
+    Windows tile the contig from 0 with step Q = window_step(W, D); the variant takes the
+    window in which it has between L = W - D - Q and W - D - 1 bases of left context, so the
+    D scored positions end inside it. At the contig start the first window is used (less
+    context), at the contig end the span shrinks to what both alleles still have.
+    """
+    step = window_step(window, downstream)
+    min_left = window - downstream - step
+    k = max(0, (pos - min_left) // step)
+    start = k * step
+    span = min(downstream, contig_length - pos, contig_length - pos - ref_len + alt_len)
+    split = start + chunk * ((pos - start) // chunk)
+    clipped = pos - start < min_left or span < downstream
+    return Geometry(pos, start, split, max(span, 0), clipped)
+
+
+def trim_alleles(pos: int, ref: str, alt: str) -> tuple[int, str, str]:
+    """Drop the bases REF and ALT share at the right end, then at the left (moving pos)."""
+    while ref and alt and ref[-1] == alt[-1]:
+        ref, alt = ref[:-1], alt[:-1]
+    lead = 0
+    while lead < len(ref) and lead < len(alt) and ref[lead] == alt[lead]:
+        lead += 1
+    return pos + lead, ref[lead:], alt[lead:]
+
+
+class StrandView:
+    """The genome read on one strand: the reverse strand of a contig of length n maps base i to n - 1 - i."""
+
+    def __init__(self, genome: FastaGenome, reverse: bool):
+        self.genome, self.reverse = genome, reverse
+        self.lengths = genome.lengths
+
+    def fetch(self, contig: str, start: int, end: int) -> str:
+        n = self.lengths[contig]
+        start, end = max(0, start), min(n, end)
+        if end <= start:
+            return ""
+        if not self.reverse:
+            return self.genome.fetch(contig, start, end).upper()
+        return reverse_complement(self.genome.fetch(contig, n - end, n - start).upper())
+
+    def allele(self, contig: str, pos: int, ref: str, alt: str) -> tuple[int, str, str]:
+        """(pos, ref, alt) of a forward-strand allele on this strand."""
+        if not self.reverse:
+            return pos, ref, alt
+        n = self.lengths[contig]
+        return n - pos - len(ref), reverse_complement(ref), reverse_complement(alt)
+
+
+# --- one allele's job and its result -----------------------------------------------------
+
+
+@dataclass
+class AlleleJob:
+    record: int
+    allele: int
+    contig: str
+    pos: int
+    ref: str
+    alt: str
+    """Trimmed, forward strand."""
+
+
+@dataclass
+class AlleleScore:
+    llr: float | None = None
+    n: int = 0
+    cosine: dict[int, float] = field(default_factory=dict)
+    l2: dict[int, float] = field(default_factory=dict)
+    clipped: bool = False
+
+
+@dataclass
+class _Row:
+    job: int
+    geo: Geometry
+    tokens: np.ndarray
+    """Suffix tokens from the split point: [split, pos + span)."""
+
+
+def _tokens(seq: str) -> np.ndarray:
+    return tokenize(seq, source="scored window")
+
+
+def _expand_state(state: ModelState, batch: int) -> ModelState:
+    """Every tensor of a batch-1 streaming state repeated along its leading (batch) axis."""
+
+    def expand(x):
+        if isinstance(x, Tensor):
+            return x.expand(batch, *x.shape[1:])
+        if isinstance(x, tuple):
+            items = [expand(v) for v in x]
+            return type(x)(*items) if hasattr(x, "_fields") else tuple(items)
+        return x
+
+    return expand(state)
+
+
+class AlleleScorer:
+    """Scores allele jobs with a causal model (the library behind `score_variants`)."""
+
+    def __init__(self, model: GenossaLM, *, window: int, downstream: int, methods: Sequence[str] = METHODS,
+                 batch_size: int = 8, precision: str = "fp32", dims: Sequence[int] | None = None):
+        if not model.config.causal:
+            raise GenossaError("variant scoring needs a causal (next-base) model; this checkpoint is bidirectional")
+        check_window(window, downstream)
+        self.model = model
+        self.window, self.downstream = window, downstream
+        self.methods = tuple(methods)
+        self.batch_size = max(2, batch_size)
+        self.chunk = model.config.attn_chunk
+        self.dims = tuple(dims) if dims else tuple(model.config.mrl_dims)
+        self.device = next(model.parameters()).device
+        self.autocast = precision == "bf16"
+
+    def _forward(self, tokens: Tensor, state: ModelState | None, return_state: bool):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+            return self.model(tokens, state=state, return_state=return_state)
+
+    @torch.inference_mode()
+    def score_strand(self, view: StrandView, jobs: Sequence[AlleleJob], progress=None) -> dict[int, AlleleScore]:
+        """{job index: score} of `jobs` (forward-strand alleles) read on `view`'s strand."""
+        groups: dict[tuple[str, int], list[tuple[int, Geometry, str, str]]] = defaultdict(list)
+        results: dict[int, AlleleScore] = {}
+        for i, job in enumerate(jobs):
+            pos, ref, alt = view.allele(job.contig, job.pos, job.ref, job.alt)
+            geo = geometry(pos, len(ref), len(alt), view.lengths[job.contig], window=self.window,
+                           downstream=self.downstream, chunk=self.chunk)
+            if geo.n_scored == 0:
+                results[i] = AlleleScore(clipped=True)
+                if progress is not None:
+                    progress.update(1)
+                continue
+            groups[(job.contig, geo.window_start)].append((i, geo, ref, alt))
+        for (contig, start), members in groups.items():
+            results.update(self._score_window(view, contig, start, members, progress))
+        return results
+
+    def _score_window(self, view: StrandView, contig: str, start: int, members, progress) -> dict[int, AlleleScore]:
+        by_split: dict[int, list] = defaultdict(list)
+        for m in members:
+            by_split[m[1].split].append(m)
+        splits = sorted(by_split)
+        # the reference is read once for the window: its stream is cut at each split point
+        end = max(geo.pos + geo.span for _, geo, _, _ in members)
+        reference = view.fetch(contig, start, end)
+        ref_tokens = torch.from_numpy(_tokens(reference).astype(np.int64)).to(self.device)
+        state, prev_logits, at = None, None, start
+        results = {}
+        for c in splits:
+            if c > at:
+                out = self._forward(ref_tokens[None, at - start : c - start], state, True)
+                state, prev_logits, at = out.state, out.logits[0, -1].float(), c
+            rows = []
+            for i, geo, ref, alt in by_split[c]:
+                before = reference[c - start : geo.pos - start]
+                after = view.fetch(contig, geo.pos + len(ref), geo.pos + len(ref) + geo.span)
+                rows.append(_Row(i, geo, _tokens((before + alt + after)[: geo.pos - c + geo.span])))
+            ref_row = ref_tokens[c - start :].cpu().numpy()
+            for b in range(0, len(rows), self.batch_size - 1):
+                batch = rows[b : b + self.batch_size - 1]
+                results.update(self._score_rows(ref_row, batch, state, prev_logits, c))
+                if progress is not None:
+                    progress.update(len(batch))
+        return results
+
+    def _score_rows(self, ref_row: np.ndarray, rows: list[_Row], state, prev_logits, c: int) -> dict[int, AlleleScore]:
+        """One batch: the reference suffix (row 0) and ALT suffixes from split point c."""
+        length = max(len(ref_row), *(len(r.tokens) for r in rows))
+        B = len(rows) + 1
+        x = np.full((B, length), PAD, dtype=np.int64)
+        x[0, : len(ref_row)] = ref_row
+        lo = np.zeros(B, dtype=np.int64)
+        hi = np.zeros(B, dtype=np.int64)
+        elo = np.zeros(B, dtype=np.int64)
+        for b, r in enumerate(rows, start=1):
+            x[b, : len(r.tokens)] = r.tokens
+            lo[b], hi[b] = r.geo.first_target - c, r.geo.pos + r.geo.span - c
+            elo[b] = r.geo.pos - c
+        tokens = torch.from_numpy(x).to(self.device)
+        st = _expand_state(state, B) if state is not None else None
+        out = self._forward(tokens, st, False)
+        u = torch.arange(length, device=self.device)
+        scores = {r.job: AlleleScore(clipped=r.geo.clipped, n=r.geo.n_scored) for r in rows}
+        if "llr" in self.methods:
+            # target u (base c + u) is predicted at u - 1; u = 0 from the last reference logit before c
+            logits = out.logits.float()
+            if prev_logits is None:  # c is the window start: target 0 is never scored
+                prev_logits = torch.zeros_like(logits[0, 0])
+            aligned = torch.cat([prev_logits.expand(B, 1, -1), logits[:, :-1]], 1)
+            logp = torch.log_softmax(aligned, -1).gather(-1, tokens.clamp_max(aligned.shape[-1] - 1)[..., None])[..., 0]
+            mask = (u[None] >= torch.as_tensor(lo, device=self.device)[:, None]) & (
+                u[None] < torch.as_tensor(hi, device=self.device)[:, None])
+            llr = ((logp[1:] - logp[:1]) * mask[1:]).sum(1).double().cpu().tolist()
+            for r, value in zip(rows, llr):
+                scores[r.job].llr = value
+        if "embedding" in self.methods:
+            emb = out.embeddings.float()
+            emask = (u[None] >= torch.as_tensor(elo, device=self.device)[:, None]) & (
+                u[None] < torch.as_tensor(hi, device=self.device)[:, None])
+            w = emask[1:].float()
+            w = w / w.sum(1, keepdim=True).clamp_min(1)
+            alt_mean = torch.einsum("bl,bld->bd", w, emb[1:])
+            ref_mean = w @ emb[0]
+            for d in self.dims:
+                a, r_ = alt_mean[:, :d], ref_mean[:, :d]
+                cos = (1 - torch.nn.functional.cosine_similarity(a, r_, dim=-1)).double().cpu().tolist()
+                l2 = (a - r_).norm(dim=-1).double().cpu().tolist()
+                for row, cv, lv in zip(rows, cos, l2):
+                    scores[row.job].cosine[d] = cv
+                    scores[row.job].l2[d] = lv
+        return scores
+
+
+def check_window(window: int, downstream: int) -> None:
+    if downstream < 1:
+        raise GenossaError(f"--downstream must be >= 1, got {downstream}")
+    if window < downstream + 2:
+        raise GenossaError(f"--window ({window}) must exceed --downstream ({downstream}) by at least 2 bases of context")
+
+
+@torch.inference_mode()
+def score_allele_naive(model: GenossaLM, view: StrandView, job: AlleleJob, *, window: int, downstream: int,
+                       dims: Sequence[int] | None = None) -> AlleleScore:
+    """The same scores as AlleleScorer, from two full windows computed from scratch (no state
+    reuse, no batching, no padding): the reference for tests of the fast path."""
+    pos, ref, alt = view.allele(job.contig, job.pos, job.ref, job.alt)
+    n = view.lengths[job.contig]
+    geo = geometry(pos, len(ref), len(alt), n, window=window, downstream=downstream, chunk=model.config.attn_chunk)
+    if geo.n_scored == 0:
+        return AlleleScore(clipped=True)
+    s, end = geo.window_start, geo.pos + geo.span
+    ref_seq = view.fetch(job.contig, s, end)
+    alt_seq = (view.fetch(job.contig, s, pos) + alt + view.fetch(job.contig, pos + len(ref), pos + len(ref) + geo.span))
+    alt_seq = alt_seq[: end - s]
+    result = AlleleScore(clipped=geo.clipped, n=geo.n_scored)
+    logps, embs = [], []
+    for seq in (ref_seq, alt_seq):
+        tokens = torch.from_numpy(_tokens(seq).astype(np.int64))[None].to(next(model.parameters()).device)
+        out = model(tokens)
+        logp = torch.log_softmax(out.logits[0, :-1].float(), -1).gather(-1, tokens[0, 1:, None])[:, 0]
+        logps.append(logp[geo.first_target - s - 1 : end - s - 1].double().sum())
+        embs.append(out.embeddings[0, pos - s : end - s].float().mean(0))
+    result.llr = float(logps[1] - logps[0])
+    for d in dims or model.config.mrl_dims:
+        a, r = embs[1][:d], embs[0][:d]
+        result.cosine[d] = float(1 - torch.nn.functional.cosine_similarity(a, r, dim=0))
+        result.l2[d] = float((a - r).norm())
+    return result
+
+
+# --- the job ----------------------------------------------------------------------------
+
+
+@dataclass
+class ScoreSummary:
+    """What `score_variants` did."""
+
+    out: Path
+    table: Path | None
+    records: int
+    alleles: int
+    scored: int
+    skipped: dict[str, int]
+    """{reason: ALT alleles not scored}: symbolic, breakend, spanning_deletion, missing,
+    not_acgtn, ref_not_acgtn, ref_mismatch, outside_regions, no_downstream."""
+    ref_mismatches: int
+    ref_mismatch_examples: list[str]
+    clipped: int
+    """Scored alleles whose window was clipped at a contig end."""
+    seconds: float
+    identity: dict = field(default_factory=dict)
+
+    @property
+    def variants_per_s(self) -> float:
+        return self.scored / self.seconds if self.seconds > 0 else math.inf
+
+    def format(self) -> str:
+        lines = [
+            f"scored {self.scored:,} of {self.alleles:,} ALT alleles in {self.records:,} records "
+            f"in {self.seconds:.1f} s ({self.variants_per_s:,.1f} variants/s); {self.clipped:,} clipped at contig ends",
+        ]
+        if self.skipped:
+            lines.append("not scored: " + ", ".join(f"{k} {v:,}" for k, v in sorted(self.skipped.items())))
+        if self.ref_mismatches:
+            lines.append(f"REF does not match the reference in {self.ref_mismatches:,} records, e.g. "
+                         + "; ".join(self.ref_mismatch_examples))
+        lines.append(f"scored VCF: {self.out}" + (f"; table: {self.table}" if self.table else ""))
+        return "\n".join(lines)
+
+
+def info_fields(methods: Sequence[str], dims: Sequence[int], rc_average: bool) -> list[InfoField]:
+    strands = " (mean of both strands)" if rc_average else ""
+    fields = []
+    if "llr" in methods:
+        fields.append(InfoField("GENOSSA_LLR", "A", "Float",
+                                "genossa log-likelihood ratio ln P(alt)-ln P(ref) in nats over the positions from the "
+                                f"variant onward, equal-length windows{strands}; negative = less likely than the reference"))
+    fields.append(InfoField("GENOSSA_N", "A", "Integer", "genossa: positions summed in GENOSSA_LLR and averaged for "
+                            "the embedding distances (forward strand)"))
+    if "embedding" in methods:
+        for d in dims:
+            fields.append(InfoField(f"GENOSSA_COS{d}", "A", "Float", f"genossa cosine distance (1 - cos) of the mean "
+                                    f"ref and alt embeddings over the scored positions, Matryoshka prefix {d}{strands}"))
+            fields.append(InfoField(f"GENOSSA_L2_{d}", "A", "Float", f"genossa L2 distance of the mean ref and alt "
+                                    f"embeddings over the scored positions, Matryoshka prefix {d}{strands}"))
+    fields += [
+        InfoField("GENOSSA_CLIPPED", "0", "Flag", "genossa: a window was clipped at a contig end (less context or "
+                  "fewer scored positions)"),
+        InfoField("GENOSSA_REF_MISMATCH", "0", "Flag", "genossa: REF differs from the reference FASTA; not scored"),
+        InfoField("GENOSSA_SKIPPED", "A", "String", "genossa: why an ALT was not scored (symbolic, breakend, "
+                  "spanning_deletion, missing, not_acgtn, ref_not_acgtn, ref_mismatch, no_downstream), '.' if scored"),
+    ]
+    return fields
+
+
+def _in_regions(variant: Variant, regions) -> bool:
+    end = variant.start + max(1, len(variant.ref))
+    return any(iv.start < end and variant.start < iv.end for iv in regions.get(variant.contig, ()))
+
+
+def _check_sorted(variants: Sequence[Variant], vcf: Path) -> None:
+    seen: dict[str, int] = {}
+    last_contig, last_pos = None, 0
+    for v in variants:
+        if v.contig != last_contig:
+            if v.contig in seen:
+                raise InputFormatError(f"{v.where(vcf)}: records of {v.contig!r} are not together; sort the VCF "
+                                       f"(bcftools sort) so that the scored VCF can be indexed")
+            seen[v.contig] = 1
+            last_contig, last_pos = v.contig, 0
+        if v.pos < last_pos:
+            raise InputFormatError(f"{v.where(vcf)}: POS {v.pos} comes after {last_pos}; sort the VCF (bcftools sort) "
+                                   f"so that the scored VCF can be indexed")
+        last_pos = v.pos
+
+
+def score_variants(
+    checkpoint: str | Path,
+    fasta: str | Path | Sequence[str | Path],
+    vcf: str | Path,
+    out: str | Path,
+    *,
+    window: int = 8192,
+    downstream: int = 1024,
+    regions: str | Path | None = None,
+    methods: Sequence[str] = METHODS,
+    rc_average: bool = False,
+    table: str | Path | None = None,
+    strict: bool = False,
+    batch_size: int = 8,
+    device: str = "auto",
+    precision: str = "auto",
+    progress: bool = True,
+) -> ScoreSummary:
+    """Score every ALT allele of `vcf` against `fasta` with the model in `checkpoint`; write the
+    input with the scores as INFO fields to `out` (bgzip + .tbi) and, optionally, a TSV `table`.
+
+    REF is checked against the reference: a mismatching record is flagged (GENOSSA_REF_MISMATCH)
+    and not scored, or, with strict, is an error. Symbolic and other unscorable ALTs get a
+    GENOSSA_SKIPPED reason. With `regions` (BED), records outside them are copied unscored.
+    """
+    from genossa.inference import load_model
+
+    t0 = time.perf_counter()
+    methods = tuple(dict.fromkeys(methods))
+    unknown = set(methods) - set(METHODS)
+    if unknown or not methods:
+        raise GenossaError(f"--methods: unknown {sorted(unknown)}; choose from {', '.join(METHODS)}")
+    check_window(window, downstream)
+    if batch_size < 1:
+        raise GenossaError(f"--batch-size must be >= 1, got {batch_size}")
+    vcf, out = Path(vcf), output_path_ok(out)
+    table = Path(table) if table else None
+    loaded = load_model(checkpoint, device)
+    model = loaded.model
+    if precision == "auto":
+        precision = "bf16" if loaded.device.type == "cuda" else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise GenossaError(f"--precision must be auto, fp32 or bf16, got {precision!r}")
+    genome = FastaGenome([fasta] if isinstance(fasta, (str, Path)) else list(fasta))
+    lengths = genome.lengths
+    variants = read_variants(vcf, lengths)
+    _check_sorted(variants, vcf)
+    region_map = None
+    if regions:
+        region_map = defaultdict(list)
+        for iv in read_bed(regions, lengths):
+            region_map[iv.contig].append(iv)
+
+    forward = StrandView(genome, reverse=False)
+    skipped: dict[int, dict[int, str]] = defaultdict(dict)
+    mismatched: set[int] = set()
+    outside: set[int] = set()
+    examples: list[str] = []
+    jobs: list[AlleleJob] = []
+    for v in variants:
+        if region_map is not None and not _in_regions(v, region_map):
+            outside.add(v.index)
+            continue
+        if v.ref and allele_problem("A", v.ref) is None:
+            stop = v.start + len(v.ref)
+            seen = forward.fetch(v.contig, v.start, stop)
+            if seen != v.ref:
+                why = "past the contig end" if stop > lengths[v.contig] else f"reference has {seen[:20]!r}"
+                message = f"{v.contig}:{v.pos} REF {v.ref[:20]!r} ({why})"
+                if strict:
+                    raise InputFormatError(f"{v.where(vcf)}: REF {v.ref[:20]!r} does not match the reference "
+                                           f"({why}); drop --strict to flag such records instead")
+                mismatched.add(v.index)
+                if len(examples) < MAX_REF_MISMATCH_EXAMPLES:
+                    examples.append(message)
+        for a, alt in enumerate(v.alts):
+            problem = allele_problem(v.ref, alt)
+            if problem is None and v.index in mismatched:
+                problem = "ref_mismatch"
+            if problem is not None:
+                skipped[v.index][a] = problem
+                continue
+            jobs.append(AlleleJob(v.index, a, v.contig, *trim_alleles(v.start, v.ref, alt)))
+
+    scorer = AlleleScorer(model, window=window, downstream=downstream, methods=methods, batch_size=batch_size,
+                          precision=precision)
+    views = [forward] + ([StrandView(genome, reverse=True)] if rc_average else [])
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(jobs) * len(views), unit="variant", desc="genossa score", dynamic_ncols=True,
+                   leave=False, mininterval=0.5)
+    try:
+        per_strand = [scorer.score_strand(view, jobs, bar) for view in views]
+    finally:
+        if bar is not None:
+            bar.close()
+
+    results: dict[tuple[int, int], AlleleScore] = {}
+    for i, job in enumerate(jobs):
+        strands = [s[i] for s in per_strand]
+        # a strand on which nothing is left to score (a deletion of a contig's last bases) is left out
+        valid = [s for s in strands if s.n > 0]
+        if not valid:
+            skipped[job.record][job.allele] = "no_downstream"
+            continue
+        merged = AlleleScore(n=strands[0].n, clipped=any(s.clipped for s in strands))
+        if "llr" in methods:
+            merged.llr = float(np.mean([s.llr for s in valid]))
+        if "embedding" in methods:
+            merged.cosine = {d: float(np.mean([s.cosine[d] for s in valid])) for d in valid[0].cosine}
+            merged.l2 = {d: float(np.mean([s.l2[d] for s in valid])) for d in valid[0].l2}
+        results[(job.record, job.allele)] = merged
+
+    dims = scorer.dims
+    fields = info_fields(methods, dims, rc_average)
+    field_ids = [f.id for f in fields]
+    by_index = {v.index: v for v in variants}
+
+    def values(index: int) -> dict:
+        v = by_index[index]
+        blank = dict.fromkeys(field_ids)
+        if index in outside:
+            return blank
+        n_alt = len(v.alts)
+        got = [results.get((index, a)) for a in range(n_alt)]
+        vals = blank
+        if any(g is not None for g in got):
+            if "llr" in methods:
+                vals["GENOSSA_LLR"] = tuple(g.llr if g else None for g in got)
+            vals["GENOSSA_N"] = tuple(g.n if g else None for g in got)
+            if "embedding" in methods:
+                for d in dims:
+                    vals[f"GENOSSA_COS{d}"] = tuple(g.cosine.get(d) if g else None for g in got)
+                    vals[f"GENOSSA_L2_{d}"] = tuple(g.l2.get(d) if g else None for g in got)
+        if any(g is not None and g.clipped for g in got):
+            vals["GENOSSA_CLIPPED"] = True
+        if index in mismatched:
+            vals["GENOSSA_REF_MISMATCH"] = True
+        if skipped.get(index):
+            vals["GENOSSA_SKIPPED"] = tuple(skipped[index].get(a, ".") for a in range(n_alt))
+        return vals
+
+    identity = loaded.identity
+    provenance = (f"##genossa_score=<Checkpoint=\"{identity['checkpoint']}\",Weights_sha256={identity['weights_sha256']},"
+                  f"Window={window},Downstream={downstream},Methods={'|'.join(methods)},RC_average={rc_average},"
+                  f"Precision={precision}>")
+    write_scored_vcf(vcf, out, fields, values, [provenance])
+    if table is not None:
+        _write_table(table, variants, results, skipped, mismatched, outside, methods, dims)
+
+    skip_counts: dict[str, int] = defaultdict(int)
+    for reasons in skipped.values():
+        for reason in reasons.values():
+            skip_counts[reason] += 1
+    n_outside = sum(len(by_index[i].alts) for i in outside)
+    if n_outside:
+        skip_counts["outside_regions"] = n_outside
+    return ScoreSummary(
+        out=out, table=table, records=len(variants), alleles=sum(len(v.alts) for v in variants),
+        scored=len(results), skipped=dict(skip_counts), ref_mismatches=len(mismatched),
+        ref_mismatch_examples=examples, clipped=sum(r.clipped for r in results.values()),
+        seconds=time.perf_counter() - t0, identity=identity,
+    )
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "."
+    if isinstance(x, bool):
+        return "1" if x else "0"
+    if isinstance(x, float):
+        return f"{x:.6g}"
+    return str(x)
+
+
+def _write_table(path: Path, variants, results, skipped, mismatched, outside, methods, dims) -> None:
+    """One row per ALT allele of each record, in VCF order (tab-separated, '.' = missing)."""
+    cols = ["chrom", "pos", "id", "ref", "alt", "status", "n"]
+    if "llr" in methods:
+        cols.append("llr")
+    if "embedding" in methods:
+        cols += [f"cos{d}" for d in dims] + [f"l2_{d}" for d in dims]
+    cols += ["clipped", "ref_mismatch"]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as fh:
+        fh.write("\t".join(cols) + "\n")
+        for v in variants:
+            for a, alt in enumerate(v.alts):
+                r = results.get((v.index, a))
+                status = "outside_regions" if v.index in outside else skipped.get(v.index, {}).get(a, "scored")
+                row = [v.contig, v.pos, v.id, v.ref, alt, status, r.n if r else None]
+                if "llr" in methods:
+                    row.append(r.llr if r else None)
+                if "embedding" in methods:
+                    row += [r.cosine.get(d) if r else None for d in dims] + [r.l2.get(d) if r else None for d in dims]
+                row += [bool(r and r.clipped), v.index in mismatched]
+                fh.write("\t".join(_fmt(x) for x in row) + "\n")
+    tmp.replace(path)
