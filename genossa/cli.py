@@ -165,13 +165,50 @@ def embed(checkpoint, fasta, regions, out, window, stride, last_window, dims, po
 
 
 @cli.command()
-@click.option("--checkpoint", type=click.Path(file_okay=False), help="Exported model directory.")
-@click.option("--fasta", type=click.Path(dir_okay=False), help="Reference FASTA.")
-@click.option("--vcf", type=click.Path(dir_okay=False), help="Variants (VCF/BCF).")
-@click.option("--out", type=click.Path(dir_okay=False), help="Scored VCF (bgzipped).")
-def score(checkpoint, fasta, vcf, out) -> None:
-    """Score variant effects: VCF in, scored VCF out."""
-    _not_yet("score", 7)
+@click.option("--checkpoint", required=True, help="Exported model directory (a training run's model/ folder).")
+@click.option("--fasta", required=True, multiple=True, help="Reference FASTA (plain or bgzip, indexed); repeatable.")
+@click.option("--vcf", required=True, help="Variants: VCF, bgzipped VCF or BCF, sorted by position.")
+@click.option("--out", required=True, help="Scored VCF, bgzipped and tabix-indexed (name ends with .vcf.gz).")
+@click.option("--window", default=8192, show_default=True, type=click.IntRange(min=3),
+              help="Bases of sequence the model reads per variant (context before it + scored positions).")
+@click.option("--downstream", default=1024, show_default=True, type=click.IntRange(min=1),
+              help="D: positions scored from the variant's first changed base onward (alt cost grows with D).")
+@click.option("--regions", help="BED: score only records overlapping these intervals (others are copied unscored).")
+@click.option("--methods", default="llr,embedding", show_default=True, help="Comma-separated scores: llr, embedding.")
+@click.option("--rc-average", is_flag=True, help="Average every score over both strands (twice the work).")
+@click.option("--table", help="Also write a TSV with one row per ALT allele.")
+@click.option("--strict", is_flag=True, help="A REF that does not match the reference is an error (default: flag and skip).")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Sequences per forward pass.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]),
+              help="auto: bf16 on CUDA, fp32 on the CPU.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def score(checkpoint, fasta, vcf, out, window, downstream, regions, methods, rc_average, table, strict, batch_size,
+          device, precision, quiet) -> None:
+    """Score variant effects: VCF in, scored VCF out (one value per ALT allele, Number=A).
+
+    \b
+    INFO fields added (see the README, "Variant scoring"):
+      GENOSSA_LLR         ln P(alt) - ln P(ref) in nats under the causal model, summed over the
+                          D positions from the variant's first changed base onward; ref and alt
+                          windows have equal length and equal bases before the variant, so
+                          indels and SNVs compare. Negative = the ALT is less likely.
+      GENOSSA_N           positions summed (fewer than D near a contig end).
+      GENOSSA_COS<d>      1 - cosine similarity of the mean ref and alt embeddings over those
+                          positions, at each Matryoshka prefix d of the model.
+      GENOSSA_L2_<d>      L2 distance of the same mean embeddings.
+      GENOSSA_CLIPPED     flag: a window was clipped at a contig end.
+      GENOSSA_REF_MISMATCH  flag: REF differs from the reference (the record is not scored).
+      GENOSSA_SKIPPED     per ALT, why it was not scored (symbolic, breakend, ...).
+    """
+    from genossa.score import score_variants
+
+    summary = score_variants(
+        checkpoint, list(fasta), vcf, out, window=window, downstream=downstream, regions=regions,
+        methods=[m.strip() for m in methods.split(",") if m.strip()], rc_average=rc_average, table=table,
+        strict=strict, batch_size=batch_size, device=device, precision=precision, progress=not quiet,
+    )
+    click.echo(summary.format())
 
 
 @cli.command()
