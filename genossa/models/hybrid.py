@@ -93,6 +93,7 @@ class HybridBlock(nn.Module):
             cfg.d_model, cfg.ssm_inner, cfg.attn_heads, cfg.attn_head_dim, summary_dim=cfg.scan_summary_dim,
             window=cfg.attn_window, chunk_size=cfg.attn_chunk, topk_base=cfg.topk_base,
             topk_alpha=cfg.topk_alpha, topk_cap=cfg.topk_cap, causal=cfg.causal, bias_init=cfg.scan_bias_init,
+            impl=cfg.kernels,
         )
         self.fusion = FusionGate(cfg.d_model)
         self.norm2 = RMSNorm(cfg.d_model, cfg.norm_eps) if cfg.mlp_ratio > 0 else None

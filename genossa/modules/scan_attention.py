@@ -21,6 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from genossa.ops.impl import resolve_impl
 from genossa.ops.sparse_attention import (
     SelectionState,
     combine_scales,
@@ -69,12 +70,14 @@ class ScanSparseAttention(nn.Module):
         topk_cap: int,
         causal: bool = True,
         bias_init: float = 0.1,
+        impl: str = "auto",
     ):
         super().__init__()
         self.n_heads, self.head_dim = n_heads, head_dim
         self.window, self.chunk_size = window, chunk_size
         self.topk_base, self.topk_alpha, self.topk_cap = topk_base, topk_alpha, topk_cap
         self.causal = causal
+        self.impl = impl  # attention implementation: auto / naive / triton (ops.sparse_attention)
         self.qkv = nn.Linear(d_model, 3 * n_heads * head_dim, bias=False)
         self.summary = nn.Linear(scan_dim, summary_dim)  # S: per-position scan summaries
         self.summary_q = nn.Linear(summary_dim, n_heads * head_dim, bias=False)  # W, compared with q_i
@@ -120,9 +123,7 @@ class ScanSparseAttention(nn.Module):
             if cache is not None or return_cache:
                 raise ValueError("bidirectional attention sees the whole sequence: it cannot stream")
             sel = select_bidirectional(importance, complexity, **kw)
-            out = sparse_attention(q, k, v, gather_selected(k, sel.pos), gather_selected(v, sel.pos), sel.pos,
-                                   sel.valid, chunk_size=self.chunk_size, window=self.window, causal=False, scale=1.0)
-            return self.out_proj(out.flatten(2))
+            return self.out_proj(self._attend(q, k, v, sel, causal=False).flatten(2))
 
         start = 0 if cache is None else cache.pos
         if cache is not None:
@@ -135,9 +136,13 @@ class ScanSparseAttention(nn.Module):
             importance, complexity, q_start=start, n_queries=q.shape[1], score_start=k_start,
             state=cache.pool if cache is not None else None, **kw,
         )
-        sel_k, sel_v = self._gather(sel.pos, k, v, k_start, cache)
-        out = sparse_attention(q, k, v, sel_k, sel_v, sel.pos, sel.valid, chunk_size=self.chunk_size,
-                               window=self.window, causal=True, q_start=start, k_start=k_start, scale=1.0)
+        if cache is None:
+            out = self._attend(q, k, v, sel, causal=True)
+        else:  # selected keys may come from the cache's pool, before k: gathered copies
+            sel_k, sel_v = self._gather(sel.pos, k, v, k_start, cache)
+            out = sparse_attention(q, k, v, sel_k, sel_v, sel.pos, sel.valid, chunk_size=self.chunk_size,
+                                   window=self.window, causal=True, q_start=start, k_start=k_start, scale=1.0,
+                                   impl=self.impl)
         out = self.out_proj(out.flatten(2))
         if not return_cache:
             return out
@@ -148,6 +153,17 @@ class ScanSparseAttention(nn.Module):
             pool, pool_k[:, 0], pool_v[:, 0],
         )
         return out, new_cache
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, sel, *, causal: bool) -> Tensor:
+        """Attention of a whole sequence (positions from 0): the Triton kernel reads the selected
+        keys from k, v by position; the reference takes gathered copies ([B, NC, K, H, D])."""
+        kw = dict(chunk_size=self.chunk_size, window=self.window, causal=causal, scale=1.0)
+        if resolve_impl("sparse_attention", self.impl, q) == "triton":
+            from genossa.ops.sparse_attention.triton import sparse_attention_indexed
+
+            return sparse_attention_indexed(q, k, v, sel.pos, sel.valid, **kw)
+        return sparse_attention(q, k, v, gather_selected(k, sel.pos), gather_selected(v, sel.pos), sel.pos,
+                                sel.valid, impl="naive", **kw)
 
     @staticmethod
     def _gather(pos: Tensor, k: Tensor, v: Tensor, k_start: int, cache: AttentionCache | None):

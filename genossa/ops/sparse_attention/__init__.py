@@ -1,12 +1,14 @@
 """Scan-informed sparse attention: the pattern (selection.py), the bias folding (bias.py) and the
 public op `sparse_attention` over local spans plus per-chunk selected keys (naive.py: reference).
 
-`impl="naive"` is the PyTorch reference; the Triton kernel (kernels/, imported as
-genossa.kernels) will add `impl="triton"`.
+`impl="naive"` is the PyTorch reference; `impl="triton"` the Triton kernels (kernels/, imported
+as genossa.kernels; see triton.py); `impl="auto"` picks Triton for CUDA tensors.
 """
 from __future__ import annotations
 
 from torch import Tensor
+
+from genossa.ops.impl import IMPLS, resolve_impl
 
 from genossa.ops.sparse_attention.bias import fold_scan_bias
 from genossa.ops.sparse_attention.naive import (
@@ -25,7 +27,6 @@ from genossa.ops.sparse_attention.selection import (
     select_causal,
 )
 
-IMPLS = ("naive",)
 
 
 def sparse_attention(
@@ -43,7 +44,7 @@ def sparse_attention(
     q_start: int = 0,
     k_start: int = 0,
     scale: float | None = None,
-    impl: str = "naive",
+    impl: str = "auto",
 ) -> Tensor:
     """Attention over each query's local span and its chunk's selected keys.
 
@@ -59,8 +60,7 @@ def sparse_attention(
     Returns:
         [B, Tq, H, Dv] in q.dtype.
     """
-    if impl not in IMPLS:
-        raise ValueError(f"sparse_attention: unknown impl {impl!r}; available: {', '.join(IMPLS)}")
+    impl = resolve_impl("sparse_attention", impl, q)
     if q.dim() != 4 or k.shape[:1] + k.shape[2:] != q.shape[:1] + q.shape[2:] or v.shape[:3] != k.shape[:3]:
         raise ValueError(
             f"sparse_attention: q [B, Tq, H, Dk], k [B, Tk, H, Dk], v [B, Tk, H, Dv] expected, got "
@@ -68,10 +68,12 @@ def sparse_attention(
         )
     if sel_pos.shape != sel_valid.shape or sel_k.shape[:3] != sel_pos.shape or sel_v.shape[:3] != sel_pos.shape:
         raise ValueError("sparse_attention: sel_k, sel_v, sel_pos and sel_valid must share [B, NC, K]")
-    return naive_sparse_attention(
-        q, k, v, sel_k, sel_v, sel_pos, sel_valid, chunk_size=chunk_size, window=window, causal=causal,
-        q_start=q_start, k_start=k_start, scale=scale,
-    )
+    kw = dict(chunk_size=chunk_size, window=window, causal=causal, q_start=q_start, k_start=k_start, scale=scale)
+    if impl == "triton":
+        from genossa.ops.sparse_attention.triton import sparse_attention_triton  # triton only when used
+
+        return sparse_attention_triton(q, k, v, sel_k, sel_v, sel_pos, sel_valid, **kw)
+    return naive_sparse_attention(q, k, v, sel_k, sel_v, sel_pos, sel_valid, **kw)
 
 
 __all__ = [

@@ -6,13 +6,12 @@ Triton for CUDA tensors and the reference otherwise.
 """
 from __future__ import annotations
 
-import os
-
 from torch import Tensor
+
+from genossa.ops.impl import IMPLS, resolve_impl
 
 from genossa.ops.ssd.naive import ScanImportance, segsum, ssd_chunked, ssd_recurrent
 
-IMPLS = ("auto", "naive", "triton")
 
 
 def ssd(
@@ -48,8 +47,7 @@ def ssd(
     Returns:
         y [B, T, H, P] in x.dtype; with flags, a tuple (y, final_state?, importance?) in that order.
     """
-    if impl not in IMPLS:
-        raise ValueError(f"ssd: unknown impl {impl!r}; available: {', '.join(IMPLS)}")
+    impl = resolve_impl("ssd", impl, x)
     if x.dim() != 4:
         raise ValueError(f"ssd: x must be [B, T, H, P], got shape {tuple(x.shape)}")
     bsz, T, H, P = x.shape
@@ -68,7 +66,6 @@ def ssd(
     N = B.shape[-1]
     if initial_state is not None and initial_state.shape != (bsz, H, P, N):
         raise ValueError(f"ssd: initial_state must be [B, H, P, N] = {(bsz, H, P, N)}, got {tuple(initial_state.shape)}")
-    impl = resolve_impl(impl, x)
     if impl == "triton":
         from genossa.ops.ssd.triton import ssd_triton  # triton is imported only when used
 
@@ -87,17 +84,4 @@ def ssd(
     return out
 
 
-def resolve_impl(impl: str, x: Tensor) -> str:
-    """'auto' is the Triton kernel for CUDA tensors and the PyTorch reference otherwise.
-
-    'triton' on CPU tensors needs Triton's interpreter (TRITON_INTERPRET=1, set before triton
-    is imported); asking for it without one is an error, never a silent fallback.
-    """
-    if impl == "auto":
-        return "triton" if x.is_cuda else "naive"
-    if impl == "triton" and not x.is_cuda and os.environ.get("TRITON_INTERPRET") != "1":
-        raise ValueError("impl='triton' needs CUDA tensors (or TRITON_INTERPRET=1 for Triton's CPU interpreter)")
-    return impl
-
-
-__all__ = ["IMPLS", "resolve_impl", "ScanImportance", "segsum", "ssd", "ssd_chunked", "ssd_recurrent"]
+__all__ = ["IMPLS", "ScanImportance", "segsum", "ssd", "ssd_chunked", "ssd_recurrent"]
