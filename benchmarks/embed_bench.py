@@ -1,0 +1,104 @@
+"""`genossa embed` throughput (bases/s) on one GPU, for model presets with random weights.
+
+For each preset: save a randomly initialized model, write a random plain FASTA of
+--genome-mb megabases (indexed), run `embed_genome` once on a small piece (Triton compiles,
+CUDA warms up), then time it on the whole genome for each (batch size, chunk) asked. Also
+times the bare model (forward passes on device-resident tokens, no I/O) at the same shape,
+so the overhead of reading, writing and importance is visible. Prints one JSON line per run.
+
+    python3 benchmarks/embed_bench.py --preset small base --genome-mb 16 --batch-size 4 8 --chunk 16384 32768
+
+Target (issue 6): a 3.1 Gb genome in <= 1 GPU-hour with the base preset, i.e. >= 860k bases/s.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from genossa.embed import embed_genome
+from genossa.models import config as presets
+from genossa.models.hybrid import GenossaLM
+from genossa.models.streaming import iter_stream
+
+
+def write_genome(path: Path, megabases: float, records: int = 4, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    n = int(megabases * 1e6) // records
+    with open(path, "w") as fh:
+        for r in range(records):
+            seq = np.frombuffer(b"ACGT", dtype=np.uint8)[rng.integers(0, 4, n)].tobytes().decode()
+            fh.write(f">chr{r + 1}\n")
+            for i in range(0, n, 80):
+                fh.write(seq[i:i + 80] + "\n")
+    return path
+
+
+@torch.no_grad()
+def bare_model(model: GenossaLM, batch: int, window: int, chunk: int, repeats: int = 3) -> float:
+    """bases/s of the model alone (streaming pieces of `chunk`, bf16 autocast)."""
+    tokens = torch.randint(0, 4, (batch, window), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        for _ in iter_stream(model, tokens.split(chunk, 1)):
+            pass
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(repeats):
+            for _ in iter_stream(model, tokens.split(chunk, 1)):
+                pass
+        torch.cuda.synchronize()
+    return repeats * batch * window / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", nargs="+", default=["small", "base"])
+    ap.add_argument("--genome-mb", type=float, default=16.0)
+    ap.add_argument("--window", type=int, default=131072)
+    ap.add_argument("--batch-size", type=int, nargs="+", default=[8])
+    ap.add_argument("--chunk", type=int, nargs="+", default=[16384])
+    ap.add_argument("--dims", default="")
+    ap.add_argument("--bare", action="store_true", help="also time the bare model")
+    ap.add_argument("--out", default=None, help="folder for the stores [default: a temp folder]")
+    args = ap.parse_args()
+
+    work = Path(args.out or tempfile.mkdtemp(prefix="embed_bench_"))
+    work.mkdir(parents=True, exist_ok=True)
+    fasta = write_genome(work / "genome.fa", args.genome_mb)
+    small_fasta = write_genome(work / "warm.fa", 2 * args.window / 1e6, records=1)
+    print(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                      "genome_bases": int(args.genome_mb * 1e6) // 4 * 4}), flush=True)
+    for preset in args.preset:
+        torch.manual_seed(0)
+        model = GenossaLM(getattr(presets, preset)())
+        ckpt = model.save_pretrained(work / f"model_{preset}")
+        n_params = model.num_parameters()
+        for bs in args.batch_size:
+            for chunk in args.chunk:
+                common = dict(window=args.window, batch_size=bs, chunk=chunk, device="cuda", dims=args.dims or None,
+                              overwrite=True, progress=False, bedgraph=False)
+                embed_genome(ckpt, small_fasta, work / "warm.zarr", **common)
+                torch.cuda.reset_peak_memory_stats()
+                t = time.perf_counter()
+                s = embed_genome(ckpt, fasta, work / f"{preset}.zarr", **common)
+                wall = time.perf_counter() - t
+                row = {"preset": preset, "params": n_params, "window": args.window, "batch_size": bs,
+                       "chunk": chunk, "bases": s.bases, "embed_bases_per_s": round(s.bases_per_second),
+                       "wall_s": round(wall, 2), "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+                       "hours_for_3.1Gb": round(3.1e9 / s.bases_per_second / 3600, 2)}
+                if args.bare:
+                    m = GenossaLM.from_pretrained(ckpt, map_location="cuda").eval()
+                    row["bare_model_bases_per_s"] = round(bare_model(m, bs, args.window, chunk))
+                    del m
+                print(json.dumps(row), flush=True)
+        del model
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
