@@ -9,17 +9,16 @@ safetensors, what `embed`/`score` load) and `loss_curves.png`.
 from __future__ import annotations
 
 import math
-import os
 import resource
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from genossa.config import GenossaConfig, config_hash, config_to_dict, load_config, save_config, CONFIG_FILENAME
+from genossa.config import CONFIG_FILENAME, GenossaConfig, config_hash, load_config, save_config
 from genossa.errors import GenossaError
 from genossa.train.checkpoint import CheckpointManager, ResumeState
 from genossa.train.deepspeed_setup import (
@@ -152,7 +151,8 @@ def train(config: GenossaConfig, out_dir: str | Path, *, resume: bool = False, p
             if eval_data is not None and (step % tcfg.eval_every == 0 or step == tcfg.steps):
                 eval_bpb = evaluate_bits_per_base(engine, eval_data, tcfg.eval_windows, device=device)
                 logger.log(step, "eval", bits_per_base=eval_bpb)
-                bar.write(f"step {step}: held-out bits/base {eval_bpb:.4f}") if rank == 0 and progress else None
+                if rank == 0 and progress:
+                    bar.write(f"step {step}: held-out bits/base {eval_bpb:.4f}")
             if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
                 checkpoints.save(engine, ResumeState(step=step, data=data.state_dict(), extra=extra))
                 last_good = checkpoints.latest_tag()
@@ -160,7 +160,7 @@ def train(config: GenossaConfig, out_dir: str | Path, *, resume: bool = False, p
         bar.close()
         logger.close()
     export_dir = out_dir / EXPORT_DIRNAME
-    _export(engine, config, export_dir, rank, tcfg.zero_stage)
+    _export(engine, export_dir, rank, tcfg.zero_stage)
     if rank == 0:
         plot_loss_curves(out_dir)
     return TrainSummary(
@@ -239,7 +239,7 @@ def _peak_memory_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
-def _export(engine, config: GenossaConfig, export_dir: Path, rank: int, zero_stage: int) -> None:
+def _export(engine, export_dir: Path, rank: int, zero_stage: int) -> None:
     """Write the inference model (config + safetensors) that embed/score load."""
     module = engine.module.lm
     if zero_stage == 3:

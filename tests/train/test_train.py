@@ -4,7 +4,6 @@ checkpoints hold only tensors and plain data, a NaN loss stops cleanly, the run 
 Runs go through the installed `genossa` script in subprocesses with one thread each, so an
 uninterrupted run and a killed-then-resumed one compute with the same arithmetic.
 """
-import json
 import os
 import shutil
 import signal
