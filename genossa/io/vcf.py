@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pysam
 
-from genossa.errors import InputFormatError
+from genossa.errors import GenossaError, InputFormatError
 from genossa.io.fasta import quiet_htslib
 
 _BASES = re.compile(r"^[ACGTN]+$")
@@ -227,9 +227,7 @@ def write_scored_vcf(
         try:
             pysam.tabix_index(str(tmp), preset="vcf", force=True)
         except (OSError, pysam.utils.SamtoolsError) as err:
-            raise InputFormatError(
-                f"{source}: cannot index the scored VCF ({' '.join(str(err).split())}); is the input sorted by position?"
-            ) from None
+            raise GenossaError(f"{out}: cannot index the scored VCF ({' '.join(str(err).split())})") from None
         os.replace(tbi, str(out) + ".tbi")
         os.replace(tmp, out)
     finally:
