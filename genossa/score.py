@@ -456,12 +456,6 @@ def score_variants(
         raise GenossaError(f"--batch-size must be >= 1, got {batch_size}")
     vcf, out = Path(vcf), output_path_ok(out)
     table = Path(table) if table else None
-    loaded = load_model(checkpoint, device)
-    model = loaded.model
-    if precision == "auto":
-        precision = "bf16" if loaded.device.type == "cuda" else "fp32"
-    if precision not in ("fp32", "bf16"):
-        raise GenossaError(f"--precision must be auto, fp32 or bf16, got {precision!r}")
     genome = FastaGenome([fasta] if isinstance(fasta, (str, Path)) else list(fasta))
     lengths = genome.lengths
     variants = read_variants(vcf, lengths)
@@ -472,6 +466,13 @@ def score_variants(
         for iv in read_bed(regions, lengths):
             region_map[iv.contig].append(iv)
 
+    # the inputs are checked before the model is loaded, so that their errors come quickly
+    loaded = load_model(checkpoint, device)
+    model = loaded.model
+    if precision == "auto":
+        precision = "bf16" if loaded.device.type == "cuda" else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise GenossaError(f"--precision must be auto, fp32 or bf16, got {precision!r}")
     forward = StrandView(genome, reverse=False)
     skipped: dict[int, dict[int, str]] = defaultdict(dict)
     mismatched: set[int] = set()
