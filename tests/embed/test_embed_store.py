@@ -30,8 +30,13 @@ def checkpoint(tmp_path_factory):
 def whole(checkpoint, ecoli_fasta, tmp_path_factory):
     """The whole bundled genome, windows every 8 kb (gaps between them), pooled only."""
     out = tmp_path_factory.mktemp("whole") / "ecoli.zarr"
-    embed_genome(checkpoint, ecoli_fasta, out, window=WINDOW, stride=8192, batch_size=8, device="cpu",
-                 progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # module fixtures run before conftest's per-test one-thread fixture
+    try:
+        embed_genome(checkpoint, ecoli_fasta, out, window=WINDOW, stride=8192, batch_size=8, device="cpu",
+                     progress=False)
+    finally:
+        torch.set_num_threads(threads)
     return out
 
 
