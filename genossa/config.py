@@ -138,6 +138,9 @@ class ScoreConfig:
     """How variants are scored (`genossa score`)."""
 
     window: int = 16384
+    """Bases the model reads per variant: left context + the scored positions (README, Variant scoring)."""
+    downstream: int = 1024
+    """Positions scored from the variant's first changed base onward (the LLR sum; alt cost grows with it)."""
     methods: tuple[str, ...] = ("llr", "embedding")
     rc_average: bool = False
     strict: bool = False
@@ -145,7 +148,9 @@ class ScoreConfig:
     batch_size: int = 8
 
     def __post_init__(self) -> None:
-        _positive(self, "window", "batch_size")
+        _positive(self, "window", "downstream", "batch_size")
+        if self.window < self.downstream + 2:
+            raise ValueError(f"window: must exceed downstream ({self.downstream}) by at least 2, got {self.window}")
         unknown = set(self.methods) - {"llr", "embedding"}
         if unknown:
             raise ValueError(f"methods: unknown {sorted(unknown)}; choose from llr, embedding")
