@@ -267,9 +267,7 @@ def embed_genome(
     out = Path(out)
     bedgraph_path = (default_bedgraph_path(out) if bedgraph is True else None if bedgraph is False
                      else Path(bedgraph))
-    zarr_store.check_writable(out)
-    if out.exists() and not overwrite:
-        zarr_store.prepare(out, {}, overwrite=False)  # raises the one-line error
+    zarr_store.check_target(out, overwrite=overwrite)
     if bedgraph_path is not None:
         if bedgraph_path.exists() and not overwrite:
             raise GenossaError(f"{bedgraph_path}: the bedGraph is already there; pass --overwrite to replace it")

@@ -114,6 +114,18 @@ def check_writable(out: Path) -> None:
         raise GenossaError(f"{out}: cannot write the store: {parent} is not writable")
 
 
+def check_target(out: Path, *, overwrite: bool) -> None:
+    """Error unless a store can be written at `out`: its folder is writable, and nothing is
+    there, or (with `overwrite`) a genossa store is."""
+    check_writable(out)
+    if out.exists() and not overwrite:
+        what = "a complete embedding store" if is_genossa_store(out) else "a file or folder"
+        raise GenossaError(f"{out}: {what} is already there; pass --overwrite to replace it")
+    if (out.exists() or out.is_symlink()) and not is_genossa_store(out):
+        # --overwrite replaces what genossa wrote, never a folder that happens to have the name
+        raise GenossaError(f"{out}: not a genossa embedding store, so --overwrite will not replace it; remove it yourself")
+
+
 def prepare(out: str | Path, settings: dict, *, overwrite: bool) -> tuple[Path, int | None]:
     """Decide where to write and from which window: (partial store path, windows done or None).
 
@@ -124,10 +136,7 @@ def prepare(out: str | Path, settings: dict, *, overwrite: bool) -> tuple[Path, 
     """
     out = Path(out)
     partial = partial_path(out)
-    check_writable(out)
-    if out.exists() and not overwrite:
-        what = "a complete embedding store" if is_genossa_store(out) else "a file or folder"
-        raise GenossaError(f"{out}: {what} is already there; pass --overwrite to replace it")
+    check_target(out, overwrite=overwrite)
     if partial.exists():
         attrs = _read_attrs(partial)
         if attrs is None or attrs.get("genossa", {}).get("format") != FORMAT:
@@ -279,9 +288,7 @@ def finish(partial: Path, out: Path, extra_files: list[tuple[Path, Path]] = ()) 
         os.replace(tmp, final)
     old = None
     if out.exists() or out.is_symlink():
-        old = out.with_name(out.name + ".old")
-        if old.exists():
-            shutil.rmtree(old) if old.is_dir() else old.unlink()
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, old)
     os.replace(partial, out)
     if old is not None:

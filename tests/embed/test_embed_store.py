@@ -174,4 +174,12 @@ def test_refuses_to_overwrite_and_replaces_when_asked(whole, checkpoint, ecoli_f
         embed_genome(checkpoint, ecoli_fasta, out, regions=bed, window=WINDOW, pool=pool, device="cpu",
                      progress=False, overwrite=True)
         assert open_store(out).attrs["genossa"]["pool"] == pool
-    assert not partial_path(out).exists() and not out.with_name("o.zarr.old").exists()
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["o.importance.bedgraph", "o.zarr", "one.bed"]
+    # --overwrite never replaces something genossa did not write
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("x")
+    with pytest.raises(GenossaError, match="not a genossa embedding store, so --overwrite will not replace it"):
+        embed_genome(checkpoint, ecoli_fasta, mine, regions=bed, window=WINDOW, device="cpu", progress=False,
+                     overwrite=True, bedgraph=False)
+    assert [q.name for q in mine.iterdir()] == ["thesis.tex"]
