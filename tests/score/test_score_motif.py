@@ -4,7 +4,7 @@ the training genome score lower than SNVs at random positions.
 The training genome is the first 12 kb of the bundled E. coli record with a 16-base motif
 written over it every 90-150 bases (99 copies). The tiny preset trains 50 steps on 128-base
 windows (~8 s on one CPU core) for each of two seeds. Motif SNVs hit motif bases 6-15 (the
-model has seen the motif's start); random SNVs are >= 24 bases from any copy.
+model has seen the motif's start); random SNVs lie >= 24 bases beyond any copy.
 
 Stated effect size, required for each seed (measured: mean difference -4.86 and -4.16 nats,
 AUC 0.963 and 0.974, Cohen's d 3.04 and 2.81): mean LLR(motif) - mean LLR(random) <= -2 nats,
