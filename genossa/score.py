@@ -171,7 +171,7 @@ def _expand_state(state: ModelState, batch: int) -> ModelState:
 
     def expand(x):
         if isinstance(x, Tensor):
-            return x.expand(batch, *x.shape[1:])
+            return x.expand(batch, *x.shape[1:]).contiguous()
         if isinstance(x, tuple):
             items = [expand(v) for v in x]
             return type(x)(*items) if hasattr(x, "_fields") else tuple(items)
