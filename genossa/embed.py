@@ -36,6 +36,7 @@ import hashlib
 import shlex
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,7 +178,7 @@ class _ImportanceHooks:
 def _run_windows(model, tokens: torch.Tensor, *, width: int, pool: str, chunk: int | None, per_base: bool,
                  hooks: _ImportanceHooks, autocast) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """tokens [B, L] -> pooled [B, width] fp32, per-base [B, L, width] fp32 (CPU) or None,
-    importance [B, L] fp32 (CPU). Streaming in pieces of `chunk` bases when chunk < L."""
+    importance [B, L] fp32 (on the device). Streaming in pieces of `chunk` bases when chunk < L."""
     from genossa.models.streaming import iter_stream
 
     L = tokens.shape[1]
@@ -190,7 +191,7 @@ def _run_windows(model, tokens: torch.Tensor, *, width: int, pool: str, chunk: i
         pieces, imps = [], []
         for out in outs:
             emb = out.embeddings[..., :width].float()  # [B, l, width]
-            imps.append(hooks.take().float().cpu())
+            imps.append(hooks.take().float())  # stays on the device: one copy per batch, no sync per chunk
             if per_base:
                 pieces.append(emb.cpu())
             if pool == "mean":
@@ -368,22 +369,31 @@ def embed_genome(
                disable=not progress, smoothing=0.05, dynamic_ncols=True)
     t_run = time.monotonic()
     last_flush = t_run
+    def load(lo: int, hi: int) -> tuple[torch.Tensor, list[float]]:
+        """Tokens [B or 2B, L] (forward strands, then reverse complements) and N fractions."""
+        fwd, rev, nfrac = [], [], []
+        for i in range(lo, hi):
+            contig = plan.contigs[plan.contig[i]]
+            s, e = int(plan.start[i]), int(plan.end[i])
+            raw = np.frombuffer(seqs.fetch(contig, s, e).encode("ascii", errors="replace"), dtype=np.uint8)
+            file = str(genome.paths[genome.contigs[contig].file])
+            tok, _ = encode_window(raw, file=file, record=contig, offset=s)
+            fwd.append(tok)
+            nfrac.append(float(np.count_nonzero(tok == alphabet.N)) / max(1, tok.size))
+            if cfg.rc_average:
+                rev.append(encode_window(raw, file=file, record=contig, offset=s, reverse=True)[0])
+        tokens = torch.from_numpy(np.stack(fwd + rev).astype(np.int64))
+        return (tokens.pin_memory() if dev.type == "cuda" else tokens), nfrac
+
+    todo = [(lo, hi) for lo, hi in batches if lo >= done]
+    # one batch is read and encoded in a thread while the model runs on the one before
+    reader = ThreadPoolExecutor(max_workers=1)
+    ahead = reader.submit(load, *todo[0]) if todo else None
     try:
-        for lo, hi in batches:
-            if lo < done:
-                continue
-            fwd, rev, nfrac = [], [], []
-            for i in range(lo, hi):
-                contig = plan.contigs[plan.contig[i]]
-                s, e = int(plan.start[i]), int(plan.end[i])
-                raw = np.frombuffer(seqs.fetch(contig, s, e).encode("ascii", errors="replace"), dtype=np.uint8)
-                file = str(genome.paths[genome.contigs[contig].file])
-                tok, _ = encode_window(raw, file=file, record=contig, offset=s)
-                fwd.append(tok)
-                nfrac.append(float(np.count_nonzero(tok == alphabet.N)) / max(1, tok.size))
-                if cfg.rc_average:
-                    rev.append(encode_window(raw, file=file, record=contig, offset=s, reverse=True)[0])
-            tokens = torch.from_numpy(np.stack(fwd + rev).astype(np.int64)).to(dev, non_blocking=True)
+        for k, (lo, hi) in enumerate(todo):
+            tokens, nfrac = ahead.result()
+            ahead = reader.submit(load, *todo[k + 1]) if k + 1 < len(todo) else None
+            tokens = tokens.to(dev, non_blocking=True)
             pooled, pb, imp = _run_windows(model, tokens, width=width, pool=cfg.pool, chunk=stream_chunk,
                                            per_base=cfg.per_base, hooks=hooks, autocast=autocast)
             b = hi - lo
@@ -393,7 +403,7 @@ def embed_genome(
                 if pb is not None:
                     pb = (pb[:b] + pb[b:].flip(1)) / 2
             pooled_np = pooled.cpu().numpy().astype(np_dtype)
-            imp_np = imp.numpy()
+            imp_np = imp.cpu().numpy()
             pb_np = pb.numpy().astype(np_dtype) if pb is not None else None
             for j in range(b):
                 writer.add(pooled_np[j], nfrac[j], imp_np[j], int(plan.start[lo + j]),
@@ -408,6 +418,7 @@ def embed_genome(
         writer.flush()  # the finished windows are kept: a rerun resumes after them
         raise
     finally:
+        reader.shutdown(wait=True, cancel_futures=True)
         hooks.remove()
         bar.close()
     seconds_run = time.monotonic() - t_run
