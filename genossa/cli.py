@@ -216,7 +216,7 @@ def score(checkpoint, fasta, vcf, out, window, downstream, regions, methods, rc_
 @click.option("--overwrite", is_flag=True, help="Replace an earlier quickstart run in --out.")
 @click.option("--steps", type=click.IntRange(min=1), help="Training steps [default: the tiny preset's].")
 def quickstart(out, overwrite, steps) -> None:
-    """Train the tiny preset on the bundled E. coli genome on the CPU and report held-out bits per base."""
+    """Train the tiny preset on the bundled E. coli genome on the CPU, then embed it and score its variants."""
     import shutil
     from pathlib import Path
 
@@ -228,10 +228,25 @@ def quickstart(out, overwrite, steps) -> None:
         shutil.rmtree(out)
     overrides = {"train.device": "cpu"} | ({"train.steps": steps} if steps else {})
     cfg = load_config("tiny", overrides)
-    click.echo(f"training the tiny preset ({cfg.train.steps} steps, {cfg.data.window:,}-base windows) on the bundled E. coli K-12 slice")
+    click.echo(f"1/3 training the tiny preset ({cfg.train.steps} steps, {cfg.data.window:,}-base windows) "
+               "on the bundled E. coli K-12 slice")
     summary = run_training(cfg, out, resume=False)
     _report_training(summary)
-    click.echo("embedding and variant scoring (genossa embed / genossa score) are not in this version yet")
+
+    from genossa import resources
+    from genossa.embed import embed_genome
+    from genossa.score import score_variants
+
+    click.echo("2/3 embedding the bundled genome")
+    embedded = embed_genome(summary.export_dir, resources.ECOLI_FASTA, out / "embeddings.zarr",
+                            window=cfg.embed.window, batch_size=cfg.embed.batch_size, device="cpu")
+    click.echo(f"embeddings of {embedded.windows:,} windows: {embedded.path} (importance track: {embedded.bedgraph})")
+    click.echo("3/3 scoring the bundled variants")
+    scored = score_variants(summary.export_dir, resources.ECOLI_FASTA, resources.ECOLI_VARIANTS_VCF,
+                            out / "variants.scored.vcf.gz", table=out / "variants.scores.tsv",
+                            window=cfg.score.window, downstream=cfg.score.downstream, device="cpu")
+    click.echo(scored.format())
+    click.echo(f"everything is in {out}/")
 
 
 @cli.group()

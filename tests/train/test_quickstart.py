@@ -1,5 +1,5 @@
 """The README's main job: `genossa quickstart` trains the tiny preset on the bundled genome on the
-CPU and beats a uniform model (2 bits per base) on the held-out contig."""
+CPU, beats a uniform model (2 bits per base) on the held-out contig, then embeds and scores."""
 import os
 import shutil
 import subprocess
@@ -13,7 +13,7 @@ from genossa.train.metrics import read_metrics
 
 
 @pytest.mark.slow
-def test_quickstart_beats_a_uniform_model(tmp_path):
+def test_quickstart_trains_embeds_and_scores(tmp_path):
     exe = Path(sys.executable).parent / "genossa"
     exe = str(exe) if exe.exists() else shutil.which("genossa")
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
@@ -26,4 +26,9 @@ def test_quickstart_beats_a_uniform_model(tmp_path):
     held_out = [r["bits_per_base"] for r in read_metrics(tmp_path / "qs") if r["split"] == "eval"]
     assert held_out and held_out[-1] < 2.0
     assert f"held-out bits/base {held_out[-1]:.4f}" in result.stdout
-    assert "inference model: " in result.stdout and (tmp_path / "qs" / "model" / "model.safetensors").exists()
+    out = tmp_path / "qs"
+    assert "inference model: " in result.stdout and (out / "model" / "model.safetensors").exists()
+    # then embedding and scoring ran on the trained model
+    assert (out / "embeddings.zarr").is_dir() and (out / "embeddings.importance.bedgraph").exists()
+    assert (out / "variants.scored.vcf.gz").exists() and (out / "variants.scored.vcf.gz.tbi").exists()
+    assert "scored 50 of 52 ALT alleles" in result.stdout
