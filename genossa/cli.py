@@ -276,6 +276,81 @@ def config_show(name_or_path, overrides) -> None:
     click.echo(yaml.safe_dump(config_to_dict(cfg), sort_keys=False), nl=False)
 
 
+@cli.group()
+def shards() -> None:
+    """Split a genome and its VCFs into shards, and merge the shards' outputs (used by workflows/)."""
+
+
+@shards.command("plan")
+@click.option("--fasta", required=True, multiple=True, help="FASTA of the genome; repeatable.")
+@click.option("--shard-bases", default=0, show_default=True, type=click.IntRange(min=0),
+              help="Group consecutive records until a shard has this many bases (0: one record per shard).")
+def shards_plan(fasta, shard_bases) -> None:
+    """Print the shards of a genome: id, bases, records (tab-separated)."""
+    from genossa.shards import genome_shards
+
+    for s in genome_shards(list(fasta), shard_bases):
+        click.echo(f"{s.id}\t{s.bases}\t{','.join(s.contigs)}")
+
+
+@shards.command("regions")
+@click.option("--fasta", required=True, multiple=True, help="FASTA of the genome; repeatable.")
+@click.option("--shard-bases", default=0, show_default=True, type=click.IntRange(min=0), help="As in `shards plan`.")
+@click.option("--shard", "shard_id", required=True, help="Shard id (from `genossa shards plan`).")
+@click.option("--out", required=True, help="BED to write: one whole-record line per record of the shard.")
+def shards_regions(fasta, shard_bases, shard_id, out) -> None:
+    """Write the BED of one shard (input to `genossa embed --regions`)."""
+    from genossa.io.fasta import FastaGenome
+    from genossa.shards import find_shard, plan_shards, write_shard_bed
+
+    lengths = FastaGenome(list(fasta)).lengths
+    write_shard_bed(find_shard(plan_shards(lengths, shard_bases), shard_id), lengths, out)
+
+
+@shards.command("split-vcf")
+@click.option("--vcf", required=True, help="VCF/BCF to split.")
+@click.option("--regions", required=True, help="BED of the shard (its records' names are used).")
+@click.option("--out", required=True, help="VCF of the shard (bgzipped + tabix-indexed, ends with .vcf.gz).")
+def shards_split_vcf(vcf, regions, out) -> None:
+    """Copy the records of a VCF on one shard's contigs (header unchanged)."""
+    from genossa.shards import split_vcf
+
+    click.echo(f"{split_vcf(vcf, regions, out):,} records -> {out}")
+
+
+@shards.command("merge-embeddings")
+@click.argument("shard_stores", nargs=-1, required=True)
+@click.option("--fasta", required=True, multiple=True, help="FASTA of the genome the shards must cover once.")
+@click.option("--regions", help="BED, if the run covers only these intervals [default: whole records].")
+@click.option("--out", required=True, help="Merged Zarr store.")
+@click.option("--bedgraph", help="Also write the merged importance track as bedGraph here.")
+@click.option("--bedgraph-bin", default=1, show_default=True, type=click.IntRange(min=1), help="Bases per bedGraph line.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing merged store.")
+def shards_merge_embeddings(shard_stores, fasta, regions, out, bedgraph, bedgraph_bin, overwrite) -> None:
+    """Merge shard stores of one model into one store (checks: one model and settings, every window once)."""
+    import shlex
+
+    from genossa.merge import merge_embedding_stores
+
+    s = merge_embedding_stores(shard_stores, out, fasta=list(fasta), regions=regions, bedgraph=bedgraph,
+                               bedgraph_bin=bedgraph_bin, overwrite=overwrite,
+                               command=shlex.join(["genossa", *sys.argv[1:]]))
+    click.echo(f"merged {s.shards} shards: {s.windows:,} windows, {s.bases:,} bases -> {s.out}")
+
+
+@shards.command("merge-vcf")
+@click.argument("shard_vcfs", nargs=-1, required=True)
+@click.option("--fasta", multiple=True, help="Reference FASTA: its record order is the output's [default: the header's].")
+@click.option("--source", help="The VCF that was split: check every record of it is in the shards once.")
+@click.option("--out", required=True, help="Merged VCF (bgzipped + tabix-indexed, ends with .vcf.gz).")
+def shards_merge_vcf(shard_vcfs, fasta, source, out) -> None:
+    """Concatenate scored VCF shards in reference order (bgzip + tabix)."""
+    from genossa.merge import merge_scored_vcfs
+
+    n = merge_scored_vcfs(shard_vcfs, out, fasta=list(fasta) or None, source=source)
+    click.echo(f"merged {len(shard_vcfs)} shards: {n:,} records -> {out}")
+
+
 def main() -> None:
     cli(prog_name="genossa")
 
