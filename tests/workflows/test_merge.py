@@ -4,7 +4,6 @@ missing shards and foreign windows are refused (nothing written); scored VCF sha
 concatenate in reference order, and mismatched or overlapping ones are refused."""
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -126,8 +127,6 @@ def test_rerun_has_nothing_to_do_and_a_deleted_shard_alone_is_redone(workflow_ru
     again = _snakemake(root, "--cores", "2")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     assert _jobs(again) == []
-
-    import shutil
 
     kept = root / "results/shards" / SHARDS[0] / "embeddings.zarr"
     before = kept.stat().st_mtime_ns
