@@ -24,34 +24,20 @@ window + selected; partial: the diagonal with a causal mask_mod), so no n x n ma
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
-import sys
 import time
 from pathlib import Path
 
 import torch
+from checkout import use_checkout
 
-ROOT = Path(__file__).resolve().parents[1]
 DEVICE = "cuda"
 H, D = 8, 64
 CHUNK, WINDOW, NBLK, BLK = 128, 512, 16, 128
 
 
 def import_genossa():
-    sys.path.insert(0, str(ROOT))
-    import genossa
-
-    try:
-        import genossa.kernels  # noqa: F401
-    except ImportError:
-        spec = importlib.util.spec_from_file_location(
-            "genossa.kernels", ROOT / "kernels" / "__init__.py", submodule_search_locations=[str(ROOT / "kernels")]
-        )
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["genossa.kernels"] = mod
-        spec.loader.exec_module(mod)
-        genossa.kernels = mod
+    use_checkout()
     from genossa.ops.sparse_attention import triton as sat
     from genossa.ops.sparse_attention.naive import gather_selected, naive_sparse_attention
 

@@ -9,28 +9,9 @@ image), `genossa.kernels` is registered from the top-level kernels/ folder.
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _import_genossa():
-    sys.path.insert(0, str(ROOT))
-    import genossa
-
-    try:
-        import genossa.kernels  # noqa: F401  (installed package: the mapping exists)
-    except ImportError:
-        spec = importlib.util.spec_from_file_location(
-            "genossa.kernels", ROOT / "kernels" / "__init__.py", submodule_search_locations=[str(ROOT / "kernels")]
-        )
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["genossa.kernels"] = module
-        spec.loader.exec_module(module)
-        genossa.kernels = module
+from checkout import use_checkout
 
 
 def main() -> None:
@@ -41,7 +22,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--checkpointing", action="store_true", help="per-block activation checkpointing")
     args = parser.parse_args()
-    _import_genossa()
+    use_checkout()
     import torch
 
     from genossa.models.config import PRESETS

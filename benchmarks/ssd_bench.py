@@ -26,13 +26,13 @@ registered from the kernels/ folder.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
 import types
 from pathlib import Path
 
 import torch
+from checkout import use_checkout
 
 ROOT = Path(__file__).resolve().parents[1]
 DEVICE = "cuda"
@@ -40,19 +40,7 @@ SHAPE = dict(H=16, P=64, G=1, N=128)
 
 
 def import_genossa():
-    sys.path.insert(0, str(ROOT))
-    import genossa
-
-    try:
-        import genossa.kernels  # noqa: F401
-    except ImportError:
-        spec = importlib.util.spec_from_file_location(
-            "genossa.kernels", ROOT / "kernels" / "__init__.py", submodule_search_locations=[str(ROOT / "kernels")]
-        )
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["genossa.kernels"] = mod
-        spec.loader.exec_module(mod)
-        genossa.kernels = mod
+    use_checkout()
     from genossa.ops.ssd import triton as ssd_triton_mod
     from genossa.ops.ssd.naive import ssd_chunked
 
