@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from pathlib import Path
 
 import torch
 from checkout import use_checkout
