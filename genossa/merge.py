@@ -8,7 +8,8 @@ single `genossa embed` run would tile the genome (or the `regions` BED) into wit
 settings: every planned window in exactly one shard (no overlap), none missing (no gap),
 nothing else. Shards may come in any order; the merged store lists windows in reference
 order, with the layout of genossa.io.zarr_store, and is the store a single run would have
-written (same arrays and values; attrs record the shards it came from). It is built under
+written (same arrays; the same values up to fp32 rounding where that run would have batched
+windows of two shards together; attrs record the shards it came from). It is built under
 `<out>.partial` and renamed when complete.
 
 Scored VCFs (`merge_scored_vcfs`): per-shard outputs of `genossa score` on the contig shards
