@@ -147,3 +147,14 @@ def test_lint_is_clean(workflow_run):
     assert lint.returncode == 0, lint.stdout + lint.stderr
     assert "Congratulations, your workflow is in a good condition!" in lint.stdout + lint.stderr
     assert "Lints for" not in lint.stdout + lint.stderr
+
+
+def test_without_a_checkpoint_the_dry_run_trains_first(workflow_run):
+    root, _, _ = workflow_run
+    dry = _snakemake(root, "-n", "--config", "checkpoint=", "outdir=trained", "shard_bases=1000000")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    jobs = _jobs(dry)
+    assert ("train", "") in jobs
+    # shard_bases groups both records into one shard
+    assert [s for r, s in jobs if r == "embed_shard"] == ["0000_NC_007779.1"]
+    assert not (root / "trained").exists()
