@@ -2,6 +2,7 @@
 # parsed), option strings of the genossa commands, and the model directory.
 
 import os
+import re
 import shlex
 
 from genossa.shards import genome_shards
@@ -17,8 +18,8 @@ GPUS = int(config.get("gpus_per_job", 0))
 
 
 wildcard_constraints:
-    shard="|".join(SHARD_IDS),
-    vcf="|".join(VCFS) if VCFS else "(?!)",
+    shard="|".join(map(re.escape, SHARD_IDS)),
+    vcf="|".join(map(re.escape, VCFS)) if VCFS else "(?!)",
 
 
 def model_dir():
