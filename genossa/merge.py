@@ -39,7 +39,7 @@ from genossa.io import zarr_store
 from genossa.io.bed import read_bed
 from genossa.io.bedgraph import write_importance_bedgraph
 from genossa.io.fasta import FastaGenome, quiet_htslib
-from genossa.io.vcf import _open, output_path_ok
+from genossa.io.vcf import _open, output_path_ok, publish_indexed_vcf
 from genossa.sequence.intervals import Interval
 
 PER_SHARD_SETTINGS = ("regions", "fasta", "batch_size", "device_type")
@@ -314,12 +314,7 @@ def merge_scored_vcfs(
                             reader.close()
         finally:
             first.close()
-        try:
-            pysam.tabix_index(str(tmp), preset="vcf", force=True)
-        except (OSError, pysam.utils.SamtoolsError) as err:
-            raise GenossaError(f"{out}: cannot index the merged VCF ({' '.join(str(err).split())})") from None
-        os.replace(tbi, str(out) + ".tbi")
-        os.replace(tmp, out)
+        publish_indexed_vcf(tmp, out, "merged VCF")
     finally:
         for leftover in (tmp, tbi):
             if leftover.exists():

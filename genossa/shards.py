@@ -26,7 +26,7 @@ import pysam
 from genossa.errors import GenossaError
 from genossa.io.bed import read_bed
 from genossa.io.fasta import FastaGenome, quiet_htslib
-from genossa.io.vcf import _open, _records, output_path_ok
+from genossa.io.vcf import _open, _records, output_path_ok, publish_indexed_vcf
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -99,12 +99,7 @@ def split_vcf(vcf: str | Path, regions: str | Path, out: str | Path) -> int:
                         n += 1
         finally:
             reader.close()
-        try:
-            pysam.tabix_index(str(tmp), preset="vcf", force=True)
-        except (OSError, pysam.utils.SamtoolsError) as err:
-            raise GenossaError(f"{out}: cannot index the VCF shard ({' '.join(str(err).split())})") from None
-        os.replace(tbi, str(out) + ".tbi")
-        os.replace(tmp, out)
+        publish_indexed_vcf(tmp, out, "VCF shard")
     finally:
         for leftover in (tmp, tbi):
             if leftover.exists():

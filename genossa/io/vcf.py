@@ -224,14 +224,23 @@ def write_scored_vcf(
                     writer.write(record)
         finally:
             reader.close()
-        try:
-            pysam.tabix_index(str(tmp), preset="vcf", force=True)
-        except (OSError, pysam.utils.SamtoolsError) as err:
-            raise GenossaError(f"{out}: cannot index the scored VCF ({' '.join(str(err).split())})") from None
-        os.replace(tbi, str(out) + ".tbi")
-        os.replace(tmp, out)
+        publish_indexed_vcf(tmp, out, "scored VCF")
     finally:
         for leftover in (tmp, tbi):
             if leftover.exists():
                 leftover.unlink()
     return out
+
+
+def publish_indexed_vcf(tmp: Path, out: Path, what: str) -> None:
+    """Tabix-index the finished bgzipped VCF `tmp`, then move index and file to `out`.
+
+    The index is moved first, so a VCF under its final name always has its index; a failure
+    leaves `out` untouched (the caller removes `tmp` and its index).
+    """
+    try:
+        pysam.tabix_index(str(tmp), preset="vcf", force=True)
+    except (OSError, pysam.utils.SamtoolsError) as err:
+        raise GenossaError(f"{out}: cannot index the {what} ({' '.join(str(err).split())})") from None
+    os.replace(str(tmp) + ".tbi", str(out) + ".tbi")
+    os.replace(tmp, out)
