@@ -351,6 +351,32 @@ def shards_merge_vcf(shard_vcfs, fasta, source, out) -> None:
     click.echo(f"merged {len(shard_vcfs)} shards: {n:,} records -> {out}")
 
 
+@cli.group("eval")
+def eval_() -> None:
+    """Evaluate models on your own data: bits per base, long-range recall benchmark."""
+
+
+@eval_.command("bpb")
+@click.option("--checkpoint", required=True, help="Exported causal model directory (a training run's model/ folder).")
+@click.option("--fasta", required=True, multiple=True, help="Held-out FASTA (plain or bgzip); repeatable.")
+@click.option("--regions", help="BED of intervals to score [default: whole records].")
+@click.option("--window", default=8192, show_default=True, type=click.IntRange(min=2),
+              help="Bases per window; each window is read on its own (its first base is context only).")
+@click.option("--rc-average", is_flag=True, help="Mean of the forward- and reverse-strand bits per base.")
+@click.option("--max-windows", type=click.IntRange(min=1), help="Score only this many windows, evenly spaced.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Windows per forward pass.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]),
+              help="auto: bf16 on CUDA, fp32 on the CPU.")
+def eval_bpb(checkpoint, fasta, regions, window, rc_average, max_windows, batch_size, device, precision) -> None:
+    """Held-out bits per base (A C G T targets; N is read but not scored), per record and in total."""
+    from genossa.evaluate.bpb import evaluate_bpb
+
+    click.echo(evaluate_bpb(checkpoint, list(fasta), regions=regions, window=window, rc_average=rc_average,
+                            max_windows=max_windows, batch_size=batch_size, device=device,
+                            precision=precision).format())
+
+
 def main() -> None:
     cli(prog_name="genossa")
 
