@@ -377,6 +377,22 @@ def eval_bpb(checkpoint, fasta, regions, window, rc_average, max_windows, batch_
                             precision=precision).format())
 
 
+@eval_.command("longrange")
+@click.option("--out", required=True, help="Output prefix: writes PREFIX.fa and PREFIX.tsv (labels).")
+@click.option("--n", "n", required=True, type=click.IntRange(min=1), help="Number of records.")
+@click.option("--distance", required=True, type=click.IntRange(min=1), help="Bases from the key's start to the recall copy's start.")
+@click.option("--key-length", default=32, show_default=True, type=click.IntRange(min=1), help="Bases of the planted key.")
+@click.option("--margin", default=128, show_default=True, type=click.IntRange(min=0),
+              help="Background bases before the key (at most) and after the recall copy (at least).")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed (record i depends on seed and i only).")
+def eval_longrange(out, n, distance, key_length, margin, seed) -> None:
+    """Write a long-range recall benchmark: random DNA with a key repeated DISTANCE bases later."""
+    from genossa.evaluate.longrange import write_benchmark
+
+    fasta, tsv = write_benchmark(out, n, distance=distance, key_length=key_length, margin=margin, seed=seed)
+    click.echo(f"{n:,} records, key {key_length} bases recalled {distance:,} bases later -> {fasta}, {tsv}")
+
+
 def main() -> None:
     cli(prog_name="genossa")
 

@@ -1,0 +1,131 @@
+"""A long-range recall benchmark generator (`genossa eval longrange`).
+
+Each record is uniform random A/C/G/T background with one random key segment planted twice:
+
+    [ background | KEY | background (distance - key_length bases) | KEY | background ]
+                  ^ key_start                                       ^ recall_start = key_start + distance
+
+The bases of the second copy (the recall segment) are predictable only by recalling the first
+copy `distance` bases earlier: everything else is independent uniform noise, so a model that
+cannot reach back that far scores 2 bits on them, and one that recalls the key scores near 0
+(after the first base or two of the copy, which identify it). The key appears nowhere else in
+the record (a draw that contains it a third time is redrawn).
+
+Coordinates in the labels are 0-based half-open on the record. Every record is a pure function
+of (seed, record index), so the first k records are the same whatever `n` is.
+
+Outputs: PREFIX.fa (60 bases per line, uppercase) and PREFIX.tsv with the header
+`record  length  key_start  recall_start  key_length  distance`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from genossa.errors import GenossaError
+
+_LETTERS = np.frombuffer(b"ACGT", dtype=np.uint8)
+LINE_WIDTH = 60
+TSV_HEADER = ("record", "length", "key_start", "recall_start", "key_length", "distance")
+
+
+@dataclass(frozen=True)
+class RecallRecord:
+    name: str
+    sequence: str
+    key_start: int
+    recall_start: int
+    key_length: int
+
+    @property
+    def distance(self) -> int:
+        return self.recall_start - self.key_start
+
+    @property
+    def key(self) -> str:
+        return self.sequence[self.key_start:self.key_start + self.key_length]
+
+    @property
+    def recall(self) -> str:
+        return self.sequence[self.recall_start:self.recall_start + self.key_length]
+
+    def label_row(self) -> tuple:
+        return (self.name, len(self.sequence), self.key_start, self.recall_start, self.key_length, self.distance)
+
+
+def _check(n: int, distance: int, key_length: int, margin: int) -> None:
+    if n < 1:
+        raise GenossaError(f"--n must be at least 1, got {n}")
+    if key_length < 1:
+        raise GenossaError(f"--key-length must be at least 1, got {key_length}")
+    if distance < key_length:
+        raise GenossaError(f"--distance ({distance}) must be at least --key-length ({key_length}): the copies would overlap")
+    if margin < 0:
+        raise GenossaError(f"--margin must be >= 0, got {margin}")
+
+
+def recall_record(index: int, *, distance: int, key_length: int = 32, margin: int = 128, seed: int = 0,
+                  prefix: str = "recall") -> RecallRecord:
+    """Record `index` of the benchmark: length distance + key_length + 2 * margin, key_start
+    uniform in [0, margin]."""
+    _check(1, distance, key_length, margin)
+    rng = np.random.default_rng([seed, index])
+    length = distance + key_length + 2 * margin
+    key_start = int(rng.integers(0, margin + 1))
+    recall_start = key_start + distance
+    while True:
+        seq = _LETTERS[rng.integers(0, 4, size=length)]
+        seq[recall_start:recall_start + key_length] = seq[key_start:key_start + key_length]
+        text = seq.tobytes().decode("ascii")
+        key = text[key_start:key_start + key_length]
+        # exactly the two planted copies (overlapping occurrences counted too)
+        if _occurrences(text, key) == 2:
+            return RecallRecord(f"{prefix}_{index}", text, key_start, recall_start, key_length)
+
+
+def _occurrences(text: str, key: str) -> int:
+    count, at = 0, text.find(key)
+    while at != -1:
+        count += 1
+        at = text.find(key, at + 1)
+    return count
+
+
+def iter_records(n: int, *, distance: int, key_length: int = 32, margin: int = 128, seed: int = 0,
+                 prefix: str = "recall") -> Iterator[RecallRecord]:
+    _check(n, distance, key_length, margin)
+    for i in range(n):
+        yield recall_record(i, distance=distance, key_length=key_length, margin=margin, seed=seed, prefix=prefix)
+
+
+def write_benchmark(out_prefix: str | Path, n: int, *, distance: int, key_length: int = 32, margin: int = 128,
+                    seed: int = 0) -> tuple[Path, Path]:
+    """Write OUT_PREFIX.fa and OUT_PREFIX.tsv (see the module docstring); returns their paths."""
+    _check(n, distance, key_length, margin)
+    out_prefix = Path(out_prefix)
+    fasta, tsv = Path(f"{out_prefix}.fa"), Path(f"{out_prefix}.tsv")
+    if out_prefix.parent and not out_prefix.parent.is_dir():
+        raise GenossaError(f"{out_prefix.parent}: output folder does not exist")
+    with open(fasta, "w") as fa, open(tsv, "w") as labels:
+        labels.write("\t".join(TSV_HEADER) + "\n")
+        for rec in iter_records(n, distance=distance, key_length=key_length, margin=margin, seed=seed):
+            fa.write(f">{rec.name}\n")
+            s = rec.sequence
+            fa.write("".join(s[i:i + LINE_WIDTH] + "\n" for i in range(0, len(s), LINE_WIDTH)))
+            labels.write("\t".join(map(str, rec.label_row())) + "\n")
+    return fasta, tsv
+
+
+def read_labels(path: str | Path) -> list[dict]:
+    """Rows of a PREFIX.tsv as dicts (integers converted)."""
+    lines = Path(path).read_text().splitlines()
+    if not lines or tuple(lines[0].split("\t")) != TSV_HEADER:
+        raise GenossaError(f"{path}: not a long-range label table (expected header {' '.join(TSV_HEADER)})")
+    rows = []
+    for line in lines[1:]:
+        fields = line.split("\t")
+        rows.append({"record": fields[0], **{k: int(v) for k, v in zip(TSV_HEADER[1:], fields[1:])}})
+    return rows
