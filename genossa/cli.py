@@ -353,7 +353,7 @@ def shards_merge_vcf(shard_vcfs, fasta, source, out) -> None:
 
 @cli.group("eval")
 def eval_() -> None:
-    """Evaluate models on your own data: bits per base, long-range recall benchmark."""
+    """Evaluate models on your own data: bits per base, long-range recall benchmark, variant effects."""
 
 
 @eval_.command("bpb")
@@ -391,6 +391,19 @@ def eval_longrange(out, n, distance, key_length, margin, seed) -> None:
 
     fasta, tsv = write_benchmark(out, n, distance=distance, key_length=key_length, margin=margin, seed=seed)
     click.echo(f"{n:,} records, key {key_length} bases recalled {distance:,} bases later -> {fasta}, {tsv}")
+
+
+@eval_.command("variants")
+@click.option("--scores", required=True, help="Scored VCF (from `genossa score`).")
+@click.option("--truth", required=True, help="TSV with header columns contig, pos (1-based), ref, alt and the effect column.")
+@click.option("--field", default="GENOSSA_LLR", show_default=True, help="INFO field of the score (one value per ALT).")
+@click.option("--column", default="effect", show_default=True, help="Truth column of measured effects (0/1 labels add AUROC).")
+@click.option("--negate", is_flag=True, help="Use minus the score (e.g. so that a lower LLR predicts label 1).")
+def eval_variants(scores, truth, field, column, negate) -> None:
+    """Pearson and Spearman of a variant score against measured effects; AUROC for 0/1 labels."""
+    from genossa.evaluate.variants import evaluate_variants
+
+    click.echo(evaluate_variants(scores, truth, field=field, column=column, negate=negate).format())
 
 
 def main() -> None:

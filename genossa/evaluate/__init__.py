@@ -2,4 +2,5 @@
 
 bpb       held-out bits per base of a causal checkpoint on a FASTA (optionally BED regions)
 longrange a generator of long-range recall sequences (FASTA + TSV labels)
+variants  Pearson/Spearman/AUROC of a scored VCF's INFO field against measured effects
 """
