@@ -353,7 +353,7 @@ def shards_merge_vcf(shard_vcfs, fasta, source, out) -> None:
 
 @cli.group("eval")
 def eval_() -> None:
-    """Evaluate models on your own data: bits per base, long-range recall benchmark, variant effects."""
+    """Evaluate models on your own data: bits per base, long-range recall, variant effects."""
 
 
 @eval_.command("bpb")
@@ -391,6 +391,20 @@ def eval_longrange(out, n, distance, key_length, margin, seed) -> None:
 
     fasta, tsv = write_benchmark(out, n, distance=distance, key_length=key_length, margin=margin, seed=seed)
     click.echo(f"{n:,} records, key {key_length} bases recalled {distance:,} bases later -> {fasta}, {tsv}")
+
+
+@eval_.command("recall")
+@click.option("--checkpoint", required=True, help="Exported causal model directory.")
+@click.option("--benchmark", required=True, help="PREFIX written by `genossa eval longrange` (PREFIX.fa, PREFIX.tsv).")
+@click.option("--chunk", default=16384, show_default=True, type=click.IntRange(min=1),
+              help="Bases per streaming step (rounded down to a multiple of the model's attn_chunk).")
+@click.option("--max-records", type=click.IntRange(min=1), help="Score only the first N records.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+def eval_recall(checkpoint, benchmark, chunk, max_records, device) -> None:
+    """Score a model on a long-range recall benchmark: bits/base and accuracy on the recalled copy."""
+    from genossa.evaluate.longrange import score_recall
+
+    click.echo(score_recall(checkpoint, benchmark, chunk=chunk, max_records=max_records, device=device).format())
 
 
 @eval_.command("variants")

@@ -51,3 +51,40 @@ def test_cli(tmp_path):
     assert read_labels(tmp_path / "b.tsv")[1]["distance"] == 1000
     bad = runner.invoke(cli, ["eval", "longrange", "--out", str(tmp_path / "c"), "--n", "1", "--distance", "4"])
     assert bad.exit_code == 1 and "overlap" in bad.output
+
+
+def test_recall_score_matches_a_one_shot_recomputation(tmp_path):
+    import math
+
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from genossa.evaluate.longrange import score_recall
+    from genossa.models.config import tiny
+    from genossa.models.hybrid import GenossaLM
+    from genossa.sequence.tokenize import tokenize
+
+    torch.manual_seed(0)
+    GenossaLM(tiny()).save_pretrained(tmp_path / "m")
+    write_benchmark(tmp_path / "b", 2, distance=40, key_length=6, margin=8, seed=2)
+    streamed = score_recall(tmp_path / "m", tmp_path / "b", chunk=16, device="cpu")
+    one_shot = score_recall(tmp_path / "m", tmp_path / "b", chunk=4096, device="cpu")
+    assert streamed.recall_bits_per_base == pytest.approx(one_shot.recall_bits_per_base, rel=1e-4)
+
+    model = GenossaLM.from_pretrained(tmp_path / "m").eval()
+    rec = recall_record(1, distance=40, key_length=6, margin=8, seed=2)
+    tokens = torch.from_numpy(tokenize(rec.sequence[:rec.recall_start + 6]).astype(np.int64))[None]
+    logp = torch.log_softmax(model(tokens).logits[0], -1)
+    t = torch.arange(rec.recall_start + 1, rec.recall_start + 6)
+    bits = -logp[t - 1, tokens[0, t]].sum().item() / math.log(2)
+    row = one_shot.rows[1]
+    assert row.targets == 5 and row.recall_bits == pytest.approx(bits, rel=1e-5)
+    assert row.recall_correct == int((logp[t - 1].argmax(-1) == tokens[0, t]).sum())
+    c = torch.arange(rec.recall_start - 5, rec.recall_start)
+    assert row.background_bits == pytest.approx(-logp[c - 1, tokens[0, c]].sum().item() / math.log(2), rel=1e-5)
+
+    result = CliRunner().invoke(cli, ["eval", "recall", "--checkpoint", str(tmp_path / "m"), "--benchmark",
+                                      str(tmp_path / "b"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "recall accuracy" in result.output
