@@ -10,7 +10,7 @@ from click.testing import CliRunner
 import genossa
 from genossa.cli import cli
 
-COMMANDS = ["config", "embed", "quickstart", "score", "train", "windows"]
+COMMANDS = ["config", "embed", "eval", "quickstart", "score", "shards", "train", "windows"]
 
 
 def test_help_lists_every_command():

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from conftest import random_genome, write_fasta
+from genome_helpers import random_genome, write_fasta
 from genossa.data import DataConfig, WindowDataset
 from genossa.errors import ConfigError, InputFormatError
 from genossa.io.fasta import FastaGenome

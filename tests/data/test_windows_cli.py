@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from conftest import random_genome, write_fasta
+from genome_helpers import random_genome, write_fasta
 from genossa.cli import cli
 from genossa.data import DataConfig, summarize_windows
 from genossa.resources import HELD_OUT_CONTIG

@@ -6,7 +6,7 @@ import warnings
 import pysam
 import pytest
 
-from conftest import random_genome, write_fasta
+from genome_helpers import random_genome, write_fasta
 from genossa.errors import InputFormatError
 from genossa.io.fasta import FastaGenome, detect_compression, ensure_index, read_fai, stream_records
 

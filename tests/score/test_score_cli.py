@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from genossa import resources
 from genossa.cli import cli
 
-from conftest import DOWNSTREAM, WINDOW, write_vcf
+from score_helpers import DOWNSTREAM, WINDOW, write_vcf
 
 FASTA = str(resources.ECOLI_FASTA)
 LENGTHS = {"NC_007779.1": 300000, "NC_007779.1_2000000_2100000": 100000}

@@ -9,7 +9,7 @@ import pytest
 from genossa.io.fasta import FastaGenome
 from genossa.score import AlleleJob, AlleleScorer, StrandView, geometry, score_allele_naive, trim_alleles, window_step
 
-from conftest import DOWNSTREAM, WINDOW
+from score_helpers import DOWNSTREAM, WINDOW
 
 
 def _genome(tmp_path, lengths=(700, 150)) -> FastaGenome:

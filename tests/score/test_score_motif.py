@@ -23,7 +23,7 @@ from genossa.models.hybrid import GenossaLM
 from genossa.score import score_variants
 from genossa.sequence.tokenize import tokenize
 
-from conftest import write_vcf
+from score_helpers import write_vcf
 
 MOTIF = "GATTACAGGCTTCCGA"
 STEPS, TRAIN_WINDOW, BATCH = 50, 128, 8

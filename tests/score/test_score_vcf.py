@@ -14,7 +14,7 @@ from genossa import resources
 from genossa.errors import GenossaError, InputFormatError
 from genossa.score import score_variants
 
-from conftest import DOWNSTREAM, WINDOW, write_vcf
+from score_helpers import DOWNSTREAM, WINDOW, write_vcf
 
 
 @pytest.fixture(scope="module")

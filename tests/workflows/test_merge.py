@@ -19,7 +19,7 @@ from genossa.errors import GenossaError
 from genossa.merge import merge_embedding_stores, merge_scored_vcfs
 from genossa.models import GenossaLM, tiny
 from genossa.shards import genome_shards, plan_shards, split_vcf, write_shard_bed
-from tests.conftest import random_genome, write_fasta
+from genome_helpers import random_genome, write_fasta
 
 WINDOW = 256
 EMBED = dict(window=WINDOW, batch_size=4, chunk=64, device="cpu", bedgraph=False, progress=False)
