@@ -31,7 +31,6 @@ and only appears under its name once complete.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import shlex
 import time
@@ -50,6 +49,8 @@ from genossa.errors import GenossaError
 from genossa.io import zarr_store
 from genossa.io.bed import read_bed
 from genossa.io.bedgraph import write_importance_bedgraph
+from genossa.inference import autocast as inference_autocast
+from genossa.inference import resolve_precision
 from genossa.io.fasta import FastaGenome
 from genossa.sequence import alphabet
 from genossa.sequence.intervals import Interval
@@ -109,14 +110,6 @@ def _parse_dims(dims: Sequence[int] | str | None) -> tuple[int, ...]:
         except ValueError:
             raise GenossaError(f"--dims {dims!r}: expected comma-separated integers, e.g. 64,256") from None
     return tuple(sorted(set(int(d) for d in dims)))
-
-
-def _resolve_precision(precision: str, device: torch.device) -> str:
-    if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
-    if precision == "bf16" and device.type != "cuda":
-        raise GenossaError("--precision bf16 needs a CUDA device (use fp32 on the CPU)")
-    return precision
 
 
 def _equivalent_command(checkpoint, fasta, out, regions, cfg: EmbedConfig, device, bedgraph, bedgraph_bin) -> str:
@@ -296,7 +289,7 @@ def embed_genome(
     if bad:
         raise GenossaError(f"--dims {bad[0]}: the model's embeddings have {mcfg.d_model} channels")
     width = max(stored_dims)
-    prec = _resolve_precision(cfg.precision, dev)
+    prec = resolve_precision(cfg.precision, dev)
     if mcfg.causal:
         step = cfg.chunk or DEFAULT_CHUNK
         if step % mcfg.attn_chunk:
@@ -359,8 +352,10 @@ def embed_genome(
     writer = zarr_store.StoreWriter(partial, done)
     seqs = _Sequences(genome)
     hooks = _ImportanceHooks(model)
-    autocast = ((lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if prec == "bf16"
-                else contextlib.nullcontext)
+
+    def autocast():
+        return inference_autocast(dev, prec)
+
     np_dtype = np.dtype(cfg.dtype)
     bases_before = int(window_lengths[:done].sum())
     from tqdm.auto import tqdm

@@ -47,6 +47,22 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return device
 
 
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """'auto' is bf16 autocast on CUDA and fp32 on the CPU; bf16 on the CPU is an error."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise GenossaError(f"--precision must be auto, fp32 or bf16, got {precision!r}")
+    if precision == "bf16" and device.type != "cuda":
+        raise GenossaError("--precision bf16 needs a CUDA device (use fp32 on the CPU)")
+    return precision
+
+
+def autocast(device: torch.device, precision: str):
+    """The forward passes' autocast context for a resolved precision."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def load_model(directory: str | Path, device: str | torch.device = "auto") -> LoadedModel:
     """Load an exported model for inference (eval mode, no gradients) onto `device`."""
     directory = Path(directory)

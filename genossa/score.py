@@ -35,6 +35,7 @@ from torch import Tensor
 
 from genossa.errors import GenossaError, InputFormatError
 from genossa.io.bed import read_bed
+from genossa.inference import autocast, resolve_precision
 from genossa.io.fasta import FastaGenome
 from genossa.io.vcf import InfoField, Variant, allele_problem, output_path_ok, read_variants, write_scored_vcf
 from genossa.models.hybrid import GenossaLM, ModelState
@@ -195,10 +196,10 @@ class AlleleScorer:
         self.chunk = model.config.attn_chunk
         self.dims = tuple(dims) if dims else tuple(model.config.mrl_dims)
         self.device = next(model.parameters()).device
-        self.autocast = precision == "bf16"
+        self.precision = precision
 
     def _forward(self, tokens: Tensor, state: ModelState | None, return_state: bool):
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        with autocast(self.device, self.precision):
             return self.model(tokens, state=state, return_state=return_state)
 
     @torch.inference_mode()
@@ -469,10 +470,7 @@ def score_variants(
     # the inputs are checked before the model is loaded, so that their errors come quickly
     loaded = load_model(checkpoint, device)
     model = loaded.model
-    if precision == "auto":
-        precision = "bf16" if loaded.device.type == "cuda" else "fp32"
-    if precision not in ("fp32", "bf16"):
-        raise GenossaError(f"--precision must be auto, fp32 or bf16, got {precision!r}")
+    precision = resolve_precision(precision, loaded.device)
     forward = StrandView(genome, reverse=False)
     skipped: dict[int, dict[int, str]] = defaultdict(dict)
     mismatched: set[int] = set()

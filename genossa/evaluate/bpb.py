@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from genossa.data.windows import encode_window, plan_windows
 from genossa.errors import GenossaError
-from genossa.inference import load_model
+from genossa.inference import autocast, load_model, resolve_precision
 from genossa.io.bed import read_bed
 from genossa.io.fasta import FastaGenome
 from genossa.models.hybrid import GenossaLM
@@ -135,12 +135,7 @@ def evaluate_bpb(
     model = loaded.model
     if not model.config.causal:
         raise GenossaError(f"{checkpoint}: bits per base needs a causal (next-base) model; this one is bidirectional")
-    if precision == "auto":
-        precision = "bf16" if loaded.device.type == "cuda" else "fp32"
-    if precision not in ("fp32", "bf16"):
-        raise GenossaError(f"--precision must be auto, fp32 or bf16, got {precision!r}")
-    if precision == "bf16" and loaded.device.type != "cuda":
-        raise GenossaError("--precision bf16 needs a CUDA device (use fp32 on the CPU)")
+    precision = resolve_precision(precision, loaded.device)
 
     genome = FastaGenome(list(fasta))
     for i, path in enumerate(genome.paths):
@@ -171,7 +166,7 @@ def evaluate_bpb(
         batch = batch.to(loaded.device)
         for reverse in strands:
             tokens = reverse_complement_padded(batch) if reverse else batch
-            with torch.autocast(loaded.device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with autocast(loaded.device, precision):
                 bits, targets = window_bits(model, tokens)
             for name, b, n in zip(names, bits.tolist(), targets.tolist()):
                 r = rows.setdefault(name, ContigBits(name, reverse=StrandBits() if rc_average else None))
