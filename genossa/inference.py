@@ -43,7 +43,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise GenossaError("--device cuda was asked for, but no CUDA device is available")
+        raise GenossaError("device cuda was asked for (--device or train.device), but no CUDA device is available")
     return device
 
 

@@ -67,13 +67,11 @@ def deepspeed_config(train: TrainConfig, world_size: int) -> dict:
 
 
 def resolve_device(train: TrainConfig) -> torch.device:
-    if train.device == "cuda" or (train.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            from genossa.errors import GenossaError
+    """This process's device: train.device resolved as for inference, on GPU LOCAL_RANK."""
+    from genossa.inference import resolve_device as resolve
 
-            raise GenossaError("train.device is 'cuda' but no CUDA device is available")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-    return torch.device("cpu")
+    device = resolve(train.device)
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if device.type == "cuda" else device
 
 
 def _deepspeed_state_classes() -> list:
