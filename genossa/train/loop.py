@@ -20,7 +20,7 @@ import torch.distributed as dist
 
 from genossa.config import CONFIG_FILENAME, GenossaConfig, config_hash, load_config, save_config
 from genossa.errors import GenossaError
-from genossa.train.checkpoint import CheckpointManager, ResumeState
+from genossa.train.checkpoint import CHECKPOINT_DIRNAME, CheckpointManager, ResumeState
 from genossa.train.deepspeed_setup import (
     deepspeed_config,
     ensure_process_group_env,
@@ -172,7 +172,7 @@ def train(config: GenossaConfig, out_dir: str | Path, *, resume: bool = False, p
 
 def _check_run_dir(config: GenossaConfig, out_dir: Path, resume: bool) -> None:
     saved = out_dir / CONFIG_FILENAME
-    has_run = (out_dir / "checkpoints").exists() or saved.exists()
+    has_run = (out_dir / CHECKPOINT_DIRNAME).exists() or saved.exists()
     if has_run and not resume:
         raise GenossaError(f"{out_dir}: already holds a training run; pass --resume to continue it or choose another --out")
     if resume and saved.exists():
