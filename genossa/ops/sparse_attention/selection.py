@@ -13,10 +13,10 @@ Causal mode: the candidates of chunk i0 are the positions j < i0 - window, and t
 only positions in [i0 - chunk_size, i0). Importance at j is a function of tokens <= j (causal conv
 and scan), so everything chunk i0 selects depends only on tokens < i0 <= i: no query sees the
 future, whatever the top-k ranks. The candidates grow by one block of chunk_size positions per
-chunk, and top-cap(A u B) = top-cap(top-cap(A) u B), so a running pool of `cap` entries
-(`SelectionState`) gives exactly the prefix top-k of every chunk in O(T / chunk * (cap + chunk))
-time and O(cap) state: that pool, plus the last window + chunk positions, is all that streaming
-inference keeps. Bidirectional mode ranks all positions at once (a global top-k, per chunk
+chunk, and top-cap(A u B) = top-cap(top-cap(A) u B): a pool of `cap` entries (`SelectionState`)
+summarizes any prefix, and one parallel scan over the blocks gives every chunk's prefix top-k in
+O(T / chunk * cap) memory. That pool, plus the last window + chunk positions, is all that
+streaming inference keeps. Ties in importance go to the later position. Bidirectional mode ranks all positions at once (a global top-k, per chunk
 without its own local span).
 
 Importance and complexity come from the mixer's per-scale state norms (`combine_scales`). The
@@ -82,6 +82,27 @@ def empty_selection_state(batch: int, cap: int, device: torch.device | str | Non
     )
 
 
+def _order_key(score: Tensor, pos: Tensor) -> Tensor:
+    """An int64 key ordering (score, pos) totally: higher importance first, the later position on
+    ties, empty entries (pos -1, score -inf) last. fp32 bits are mapped to a monotone int32 (negative
+    floats flip their magnitude bits), shifted high; pos + 1 fills the low 32 bits. A total order
+    makes every way of computing the prefix top-k (running pool, parallel scan) select the same keys."""
+    bits = (score.float() + 0.0).contiguous().view(torch.int32).long()  # + 0.0: -0.0 ranks as 0.0
+    return (torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits) << 32) | (pos + 1)
+
+
+def _split_key(key: Tensor) -> tuple[Tensor, Tensor]:
+    """(score fp32, pos int64) back from `_order_key`."""
+    bits = key >> 32
+    bits = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int32)
+    return bits.view(torch.float32), (key & 0xFFFFFFFF) - 1
+
+
+def _merge(a: Tensor, b: Tensor, cap: int) -> Tensor:
+    """top-cap of two pools of order keys [..., m], best first."""
+    return torch.cat([a, b], -1).topk(cap, dim=-1, sorted=True).values
+
+
 def select_causal(
     importance: Tensor,
     complexity: Tensor,
@@ -102,6 +123,11 @@ def select_causal(
     every position from max(0, q_start - window - chunk_size) up to the last query.
     q_start must be a multiple of chunk_size, and `state` the pool left by the chunks before
     q_start (None at q_start = 0). Returns the selection and the pool after the last chunk.
+
+    Chunk c's pool is top-cap(pool before q_start u block_0 u ... u block_c), block_c being the
+    chunk_size positions that became candidates at chunk c. top-cap merging is associative, so all
+    pools come from one inclusive parallel scan (Hillis-Steele) over the blocks: log2(NC) batched
+    top-k steps on [B, NC, 2 cap] instead of a Python loop over the NC chunks, O(NC * cap) memory.
     """
     if q_start % chunk_size:
         raise ValueError(f"select_causal: q_start {q_start} is not a multiple of chunk_size {chunk_size}")
@@ -111,43 +137,44 @@ def select_causal(
         )
     bsz, n_scores = importance.shape
     device = importance.device
-    importance, complexity = importance.float(), complexity.float()
     if state is None:
         if q_start:
             raise ValueError("select_causal: a call starting after position 0 needs the state of the previous one")
         state = empty_selection_state(bsz, cap, device)
     n_chunks = -(-n_queries // chunk_size)
-    block = torch.arange(chunk_size, device=device)
-    pool_score, pool_pos = state
-    all_pos, all_valid, all_k = [], [], []
-    for c in range(n_chunks):
-        i0 = q_start + c * chunk_size
-        # the block of positions that became candidates since the previous chunk
-        new_pos = i0 - window - chunk_size + block  # [chunk]
-        ok = new_pos >= 0
-        idx = (new_pos - score_start).clamp(0, n_scores - 1)
-        new_score = torch.where(ok, importance[:, idx], -torch.inf)  # [B, chunk]
-        cand_score = torch.cat([pool_score, new_score], dim=1)
-        cand_pos = torch.cat([pool_pos, torch.where(ok, new_pos, -1).expand(bsz, -1)], dim=1)
-        pool_score, order = cand_score.topk(cap, dim=1, sorted=True)
-        pool_pos = cand_pos.gather(1, order)
-
-        prev = i0 - chunk_size + block
-        seen = prev >= 0
-        if seen.any():
-            vals = complexity[:, (prev - score_start).clamp(0, n_scores - 1)]
-            comp = (vals * seen).sum(1) / seen.sum()
-        else:
-            comp = complexity.new_zeros(bsz)
-        k = budget(comp, base, alpha, cap)  # [B]
-        all_k.append(k)
-        all_pos.append(pool_pos)
-        all_valid.append((torch.arange(cap, device=device) < k[:, None]) & (pool_pos >= 0))
     if n_chunks == 0:
         empty = torch.zeros(bsz, 0, cap, dtype=torch.long, device=device)
-        return Selection(empty, empty.bool(), empty[..., 0]), SelectionState(pool_score, pool_pos)
-    sel = Selection(torch.stack(all_pos, 1), torch.stack(all_valid, 1), torch.stack(all_k, 1))
-    return sel, SelectionState(pool_score, pool_pos)
+        return Selection(empty, empty.bool(), empty[..., 0]), state
+    i0 = q_start + torch.arange(n_chunks, device=device)[:, None] * chunk_size  # [NC, 1]
+    block = torch.arange(chunk_size, device=device)
+
+    # the block of positions that became candidates at each chunk
+    new_pos = i0 - window - chunk_size + block  # [NC, chunk]
+    ok = new_pos >= 0
+    scores = importance.float()[:, (new_pos - score_start).clamp(0, n_scores - 1)]  # [B, NC, chunk]
+    keys = _order_key(torch.where(ok, scores, -torch.inf), torch.where(ok, new_pos, -1).expand_as(scores))
+    empty_key = _order_key(torch.tensor(-torch.inf, device=device), torch.tensor(-1, device=device))
+    if chunk_size >= cap:
+        keys = keys.topk(cap, dim=-1, sorted=True).values
+    else:
+        keys = torch.cat([keys.sort(-1, descending=True).values,
+                          empty_key.expand(bsz, n_chunks, cap - chunk_size)], -1)
+    pools = torch.cat([_order_key(*state)[:, None], keys], 1)  # [B, 1 + NC, cap]: the carried pool first
+    step = 1
+    while step < pools.shape[1]:
+        pools = torch.cat([pools[:, :step], _merge(pools[:, step:], pools[:, :-step], cap)], 1)
+        step *= 2
+    pool_score, pool_pos = _split_key(pools[:, 1:])  # [B, NC, cap]
+
+    # budget from the complexity of the chunk before each query chunk
+    prev = i0 - chunk_size + block  # [NC, chunk]
+    seen = prev >= 0
+    vals = complexity.float()[:, (prev - score_start).clamp(0, n_scores - 1)] * seen
+    comp = vals.sum(-1) / seen.sum(-1).clamp_min(1)  # [B, NC]; 0 before the sequence
+    k = budget(comp, base, alpha, cap)
+    valid = (torch.arange(cap, device=device) < k[..., None]) & (pool_pos >= 0)
+    sel = Selection(pool_pos, valid, k)
+    return sel, SelectionState(pool_score[:, -1], pool_pos[:, -1])
 
 
 def select_bidirectional(
