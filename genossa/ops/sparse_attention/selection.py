@@ -99,8 +99,24 @@ def _split_key(key: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _merge(a: Tensor, b: Tensor, cap: int) -> Tensor:
-    """top-cap of two pools of order keys [..., m], best first."""
-    return torch.cat([a, b], -1).topk(cap, dim=-1, sorted=True).values
+    """top-cap of two pools of order keys [..., cap] (unsorted)."""
+    return torch.cat([a, b], -1).topk(cap, dim=-1, sorted=False).values
+
+
+def _inclusive_scan(pools: Tensor, cap: int) -> Tensor:
+    """[B, M, cap] -> out[:, i] = top-cap(pools[:, 0] u ... u pools[:, i]).
+
+    Work-efficient (Blelloch-style) recursion: merge neighbouring pairs, scan the M/2 pair pools,
+    then fill the even slots with one more merge: ~2M merges in 2 log2(M) batched top-k calls."""
+    M = pools.shape[1]
+    if M == 1:
+        return pools
+    pairs = _inclusive_scan(_merge(pools[:, 0:M - 1:2], pools[:, 1::2], cap), cap)  # prefix to each odd slot
+    out = torch.empty_like(pools)
+    out[:, 0] = pools[:, 0]
+    out[:, 1::2] = pairs
+    out[:, 2::2] = _merge(pairs[:, : (M - 1) // 2], pools[:, 2::2], cap)
+    return out
 
 
 def select_causal(
@@ -126,8 +142,8 @@ def select_causal(
 
     Chunk c's pool is top-cap(pool before q_start u block_0 u ... u block_c), block_c being the
     chunk_size positions that became candidates at chunk c. top-cap merging is associative, so all
-    pools come from one inclusive parallel scan (Hillis-Steele) over the blocks: log2(NC) batched
-    top-k steps on [B, NC, 2 cap] instead of a Python loop over the NC chunks, O(NC * cap) memory.
+    pools come from one parallel inclusive scan over the blocks (`_inclusive_scan`): ~2 NC merges in
+    O(log NC) batched top-k calls instead of a Python loop over the NC chunks; O(NC * cap) memory.
     """
     if q_start % chunk_size:
         raise ValueError(f"select_causal: q_start {q_start} is not a multiple of chunk_size {chunk_size}")
@@ -155,16 +171,12 @@ def select_causal(
     keys = _order_key(torch.where(ok, scores, -torch.inf), torch.where(ok, new_pos, -1).expand_as(scores))
     empty_key = _order_key(torch.tensor(-torch.inf, device=device), torch.tensor(-1, device=device))
     if chunk_size >= cap:
-        keys = keys.topk(cap, dim=-1, sorted=True).values
+        keys = keys.topk(cap, dim=-1, sorted=False).values
     else:
-        keys = torch.cat([keys.sort(-1, descending=True).values,
-                          empty_key.expand(bsz, n_chunks, cap - chunk_size)], -1)
+        keys = torch.cat([keys, empty_key.expand(bsz, n_chunks, cap - chunk_size)], -1)
     pools = torch.cat([_order_key(*state)[:, None], keys], 1)  # [B, 1 + NC, cap]: the carried pool first
-    step = 1
-    while step < pools.shape[1]:
-        pools = torch.cat([pools[:, :step], _merge(pools[:, step:], pools[:, :-step], cap)], 1)
-        step *= 2
-    pool_score, pool_pos = _split_key(pools[:, 1:])  # [B, NC, cap]
+    pools = _inclusive_scan(pools, cap)[:, 1:].sort(-1, descending=True).values  # best first
+    pool_score, pool_pos = _split_key(pools)  # [B, NC, cap]
 
     # budget from the complexity of the chunk before each query chunk
     prev = i0 - chunk_size + block  # [NC, chunk]
