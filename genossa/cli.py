@@ -80,7 +80,9 @@ def windows(fasta, bam, reference, regions, exclude, length, stride, last_window
 @click.option("--resume", is_flag=True, help="Continue from the last complete checkpoint in --out.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE", help="Override a config key, e.g. train.steps=100.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def train(config, out, resume, overrides, quiet) -> None:
+@click.option("--time-limit", type=click.FloatRange(min=0), metavar="MINUTES",
+              help="Stop cleanly (checkpoint + export) after the first step past this wall time; --resume continues.")
+def train(config, out, resume, overrides, quiet, time_limit) -> None:
     """Train a model with DeepSpeed (one CPU to many GPUs).
 
     One process: `genossa train --config tiny`. Several GPUs or nodes: start the same command
@@ -94,7 +96,8 @@ def train(config, out, resume, overrides, quiet) -> None:
 
     cfg = load_config(config, dict(parse_override(o) for o in overrides))
     out = Path(out) if out else Path("runs") / Path(config).stem
-    summary = run_training(cfg, out, resume=resume, progress=not quiet)
+    summary = run_training(cfg, out, resume=resume, progress=not quiet,
+                           time_limit_s=None if time_limit is None else time_limit * 60)
     _report_training(summary)
 
 
@@ -105,7 +108,8 @@ def _report_training(summary) -> None:
         return
     held_out = summary.final_eval_bits_per_base
     click.echo(
-        f"trained {summary.steps} steps, {summary.tokens:,} tokens in {summary.seconds:.0f} s; "
+        ("stopped by the time limit: " if summary.stopped_early else "")
+        + f"trained {summary.steps} steps, {summary.tokens:,} tokens in {summary.seconds:.0f} s; "
         f"train bits/base {summary.final_train_bits_per_base:.4f}"
         + (f", held-out bits/base {held_out:.4f}" if held_out is not None else "")
     )

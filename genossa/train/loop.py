@@ -44,6 +44,8 @@ EXPORT_DIRNAME = "model"
 class TrainSummary:
     run_dir: Path
     steps: int
+    stopped_early: bool
+    """True when the time limit stopped the run before config.train.steps."""
     final_train_bits_per_base: float
     final_eval_bits_per_base: float | None
     tokens: int
@@ -51,8 +53,14 @@ class TrainSummary:
     export_dir: Path
 
 
-def train(config: GenossaConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True) -> TrainSummary:
-    """Train `config` into `out_dir` (resuming from its last complete checkpoint if asked)."""
+def train(config: GenossaConfig, out_dir: str | Path, *, resume: bool = False, progress: bool = True,
+          time_limit_s: float | None = None) -> TrainSummary:
+    """Train `config` into `out_dir` (resuming from its last complete checkpoint if asked).
+
+    time_limit_s: stop after the first step that ends past this many seconds of wall time (a
+    batch job's limit), with a checkpoint and an export, so that `resume=True` continues the run.
+    """
+    job_started = time.perf_counter()
     from genossa.data.windows import WindowDataset
     from genossa.models.hybrid import GenossaLM
 
@@ -153,9 +161,14 @@ def train(config: GenossaConfig, out_dir: str | Path, *, resume: bool = False, p
                 logger.log(step, "eval", bits_per_base=eval_bpb)
                 if rank == 0 and progress:
                     bar.write(f"step {step}: held-out bits/base {eval_bpb:.4f}")
-            if step % tcfg.checkpoint_every == 0 or step == tcfg.steps:
+            out_of_time = _past_limit(job_started, time_limit_s, device, world)
+            if step % tcfg.checkpoint_every == 0 or step == tcfg.steps or out_of_time:
                 checkpoints.save(engine, ResumeState(step=step, data=data.state_dict(), extra=extra))
                 last_good = checkpoints.latest_tag()
+            if out_of_time and step < tcfg.steps:
+                _log0(rank, f"time limit reached: stopped after step {step} of {tcfg.steps} with a checkpoint; "
+                            f"continue with --resume")
+                break
     finally:
         bar.close()
         logger.close()
@@ -164,10 +177,20 @@ def train(config: GenossaConfig, out_dir: str | Path, *, resume: bool = False, p
     if rank == 0:
         plot_loss_curves(out_dir)
     return TrainSummary(
-        run_dir=out_dir, steps=step, final_train_bits_per_base=train_bpb,
+        run_dir=out_dir, steps=step, stopped_early=step < tcfg.steps, final_train_bits_per_base=train_bpb,
         final_eval_bits_per_base=None if eval_data is None else eval_bpb,
         tokens=extra["tokens"], seconds=extra["seconds"], export_dir=export_dir,
     )
+
+
+def _past_limit(started: float, limit_s: float | None, device: torch.device, world: int) -> bool:
+    """Whether the wall-time limit has passed, agreed by all ranks (rank clocks differ slightly)."""
+    if limit_s is None:
+        return False
+    flag = torch.tensor([float(time.perf_counter() - started > limit_s)], device=device)
+    if world > 1:
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
 
 
 def _check_run_dir(config: GenossaConfig, out_dir: Path, resume: bool) -> None:

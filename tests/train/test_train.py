@@ -103,6 +103,16 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(tmp_path):
     tags = sorted(p.name for p in (killed / CHECKPOINT_DIRNAME).iterdir() if p.is_dir())
     assert tags == ["step_00000008", "step_00000012"]
 
+    # a time limit stops after the first step past it, with a checkpoint off the regular schedule and
+    # an export; --resume then continues to the same losses
+    limited = tmp_path / "limited"
+    first = _run(_train_cmd(limited, *settings) + ["--time-limit", "0"], tmp_path)
+    assert "stopped by the time limit: trained 1 steps" in first.stdout
+    assert (limited / CHECKPOINT_DIRNAME / "latest").read_text().strip() == "step_00000001"
+    assert (limited / "model" / "model.safetensors").exists()
+    _run(_train_cmd(limited, *settings, resume=True), tmp_path)
+    assert _train_losses(limited) == expected
+
 
 @pytest.mark.slow
 def test_two_processes_train_and_checkpoint(tmp_path):
