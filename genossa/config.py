@@ -55,6 +55,9 @@ class TrainConfig:
     """DeepSpeed ZeRO stage 0-3."""
     activation_checkpointing: bool = False
     """Recompute each block's activations in backward (memory for time)."""
+    sequence_parallel: int = 1
+    """Ranks that split one window (genossa.parallel.sequence); must divide the number of
+    processes, which form world / sequence_parallel data-parallel replicas."""
     seq_len_warmup_steps: int = 0
     """Grow the window from `seq_len_warmup_start` to data.window over this many steps; 0 = off."""
     seq_len_warmup_start: int = 4096
@@ -72,7 +75,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "steps", "micro_batch_size", "grad_accum", "eval_every",
-                  "checkpoint_every", "keep_last", "log_every", "eval_windows", "seq_len_warmup_start")
+                  "checkpoint_every", "keep_last", "log_every", "eval_windows", "seq_len_warmup_start",
+                  "sequence_parallel")
         _nonnegative(self, "warmup_steps", "weight_decay", "grad_clip", "seq_len_warmup_steps",
                      "soft_mask_weight")
         if not self.lr > 0:
@@ -83,6 +87,9 @@ class TrainConfig:
             raise ValueError("betas: must be two numbers in [0, 1)")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ValueError("zero_stage: must be 0, 1, 2 or 3")
+        if self.sequence_parallel > 1 and self.zero_stage > 1:
+            # ZeRO-2/3 communicate inside backward/forward, where the ranks of a window wait on each other
+            raise ValueError("sequence_parallel: needs zero_stage 0 or 1")
 
 
 @dataclass

@@ -72,6 +72,9 @@ def train(config: GenossaConfig, out_dir: str | Path, *, resume: bool = False, p
     if not dist.is_initialized():
         deepspeed.init_distributed(dist_backend="nccl" if device.type == "cuda" else "gloo", verbose=False)
     rank, world = dist.get_rank(), dist.get_world_size()
+    sp = config.train.sequence_parallel  # ranks per window; the data-parallel replica is rank // sp
+    if world % sp:
+        raise GenossaError(f"train.sequence_parallel = {sp} does not divide the {world} processes")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     tcfg = config.train
@@ -82,7 +85,13 @@ def train(config: GenossaConfig, out_dir: str | Path, *, resume: bool = False, p
     torch.manual_seed(tcfg.seed)
     lm = GenossaLM(config.model)
     lm.gradient_checkpointing = tcfg.activation_checkpointing
-    model = TrainingObjective(lm)
+    if sp > 1:
+        from genossa.parallel import SequenceParallelObjective, sequence_parallel_groups
+
+        # DeepSpeed averages gradients over all ranks, of which sp hold shares of one window
+        model = SequenceParallelObjective(lm, sequence_parallel_groups(sp), grad_scale=sp)
+    else:
+        model = TrainingObjective(lm)
     if tcfg.zero_stage == 3:
         register_for_zero3(model)
     optimizer = torch.optim.AdamW(
@@ -98,7 +107,7 @@ def train(config: GenossaConfig, out_dir: str | Path, *, resume: bool = False, p
     use_safe_checkpoint_loads(engine)
     checkpoints = CheckpointManager(out_dir, rank=rank, keep_last=tcfg.keep_last)
 
-    data = WindowDataset(config.data, split="train", rank=rank, world_size=world)
+    data = WindowDataset(config.data, split="train", rank=rank // sp, world_size=world // sp)
     eval_data = WindowDataset(config.data, split="eval", rank=0, world_size=1) if config.data.held_out_contigs else None
     step, extra = 0, {"tokens": 0, "seconds": 0.0}
     if resume:
@@ -143,7 +152,7 @@ def train(config: GenossaConfig, out_dir: str | Path, *, resume: bool = False, p
                     f"{checkpoints.root / last_good if last_good else 'none'}"
                 )
             elapsed = time.perf_counter() - started
-            step_tokens = tcfg.micro_batch_size * tcfg.grad_accum * length * world
+            step_tokens = tcfg.micro_batch_size * tcfg.grad_accum * length * world // sp
             extra["tokens"] += step_tokens
             extra["seconds"] += elapsed
             if step % tcfg.log_every == 0 or step == tcfg.steps:
