@@ -357,7 +357,7 @@ def shards_merge_vcf(shard_vcfs, fasta, source, out) -> None:
 
 @cli.group("eval")
 def eval_() -> None:
-    """Evaluate models on your own data: bits per base, long-range recall, variant effects."""
+    """Evaluate models on your own data: bits per base, long-range recall, variant effects, linear probes."""
 
 
 @eval_.command("bpb")
@@ -422,6 +422,46 @@ def eval_variants(scores, truth, field, column, negate) -> None:
     from genossa.evaluate.variants import evaluate_variants
 
     click.echo(evaluate_variants(scores, truth, field=field, column=column, negate=negate).format())
+
+
+def _class_option(ctx, param, values) -> list[tuple[str, str]]:
+    pairs = []
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name or not path:
+            raise click.BadParameter(f"{value!r}: expected NAME=FILE.fa", ctx=ctx, param=param)
+        pairs.append((name, path))
+    return pairs
+
+
+@eval_.command("probe")
+@click.option("--checkpoint", required=True, help="Exported model directory (a training run's model/ folder).")
+@click.option("--class", "classes", multiple=True, metavar="NAME=FILE.fa", callback=_class_option,
+              help="FASTA of one class (every record is a sequence); repeat for each class.")
+@click.option("--tsv", help="Instead of --class: TSV whose header names the columns sequence and label.")
+@click.option("--folds", default=5, show_default=True, type=click.IntRange(min=2), help="Stratified cross-validation folds.")
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(min=0), help="Seed of the fold assignment.")
+@click.option("--out", type=click.Path(file_okay=False), help="Folder for probe.tsv and probe.png.")
+@click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1),
+              help="Sequences per forward pass (only sequences of equal length share one).")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]),
+              help="auto: bf16 on CUDA, fp32 on the CPU.")
+def eval_probe(checkpoint, classes, tsv, folds, seed, out, batch_size, device, precision) -> None:
+    """Linear probe (standardize + logistic regression) of mean-pooled embeddings at every
+    Matryoshka dimension: cross-validated accuracy and AUROC."""
+    from pathlib import Path
+
+    from genossa.evaluate.probe import evaluate_probe
+
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)  # an unwritable --out fails before the embedding
+    result = evaluate_probe(checkpoint, classes=classes, tsv=tsv, folds=folds, seed=seed, batch_size=batch_size,
+                            device=device, precision=precision)
+    click.echo(result.format())
+    if out:
+        tsv_path, png_path = result.save(out)
+        click.echo(f"table: {tsv_path}; plot: {png_path}")
 
 
 def main() -> None:

@@ -7,7 +7,8 @@ Each ALT allele of the scored VCF is matched to a truth row by (contig, pos, ref
 alleles without the score field (skipped, REF mismatch) or without a truth row are counted
 and left out. Reported: Pearson and Spearman (average ranks for ties) of score vs effect,
 and, when every effect is 0 or 1, the AUROC of the score for label 1 (ties count one half;
-0.5 = chance, below 0.5 = the score ranks the other way). All in numpy.
+0.5 = chance, below 0.5 = the score ranks the other way). Computed with scipy.stats
+(pearsonr, spearmanr) and sklearn.metrics.roc_auc_score.
 """
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import roc_auc_score
 
 from genossa.errors import GenossaError, InputFormatError
 from genossa.io.vcf import iter_records
@@ -23,41 +26,30 @@ from genossa.io.vcf import iter_records
 TRUTH_KEYS = ("contig", "pos", "ref", "alt")
 
 
-def rankdata(x: np.ndarray) -> np.ndarray:
-    """1-based ranks of x [n], tied values sharing their average rank (float64 [n])."""
-    x = np.asarray(x, dtype=np.float64)
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(x.size, dtype=np.float64)
-    ranks[order] = np.arange(1, x.size + 1)
-    _, inverse, counts = np.unique(x, return_inverse=True, return_counts=True)
-    sums = np.bincount(inverse, weights=ranks)
-    return sums[inverse] / counts[inverse]
+def _varies(x: np.ndarray, y: np.ndarray) -> bool:
+    """At least two pairs and neither side constant (otherwise a correlation is undefined)."""
+    return x.size >= 2 and np.ptp(x) > 0 and np.ptp(y) > 0
 
 
-def pearson(x: np.ndarray, y: np.ndarray) -> float:
-    """Pearson correlation (nan when either side is constant or n < 2)."""
+def pearson(x, y) -> float:
+    """Pearson correlation (scipy.stats.pearsonr); nan when either side is constant or n < 2."""
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if x.size < 2:
-        return math.nan
-    dx, dy = x - x.mean(), y - y.mean()
-    denom = math.sqrt(float(dx @ dx) * float(dy @ dy))
-    return float(dx @ dy) / denom if denom > 0 else math.nan
+    return float(pearsonr(x, y).statistic) if _varies(x, y) else math.nan
 
 
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    """Spearman rank correlation: Pearson of the average ranks."""
-    return pearson(rankdata(x), rankdata(y))
+def spearman(x, y) -> float:
+    """Spearman rank correlation, ties at their average rank (scipy.stats.spearmanr); nan as for pearson."""
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    return float(spearmanr(x, y).statistic) if _varies(x, y) else math.nan
 
 
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """P(score of a random positive > score of a random negative), ties counted one half
-    (Mann-Whitney U / (n1 n0)); nan without both classes."""
+def auroc(scores, labels) -> float:
+    """AUROC of `scores` for label 1 (sklearn.metrics.roc_auc_score; ties count one half);
+    nan without both classes."""
     labels = np.asarray(labels).astype(bool)
-    n1, n0 = int(labels.sum()), int((~labels).sum())
-    if n1 == 0 or n0 == 0:
+    if labels.all() or not labels.any():
         return math.nan
-    ranks = rankdata(scores)
-    return (float(ranks[labels].sum()) - n1 * (n1 + 1) / 2) / (n1 * n0)
+    return float(roc_auc_score(labels, np.asarray(scores, dtype=np.float64)))
 
 
 @dataclass
