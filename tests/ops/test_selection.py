@@ -56,3 +56,17 @@ def test_scan_selection_in_pieces_with_ties_equals_one_pass():
         parts.append(sel)
     assert torch.equal(torch.cat([p.pos for p in parts], 1), full.pos)
     assert torch.equal(torch.cat([p.valid for p in parts], 1), full.valid)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("T,C,W,cap", [(50_000, 64, 256, 128), (20_000, 128, 512, 2048)])
+def test_gpu_selection_equals_cpu(T, C, W, cap):
+    g = torch.Generator().manual_seed(5)
+    imp, comp = torch.randn(2, T, generator=g), torch.rand(2, T, generator=g)
+    imp[:, ::7] = 0.5  # ties
+    kw = dict(q_start=0, n_queries=T, chunk_size=C, window=W, base=cap // 4, alpha=float(cap), cap=cap)
+    cpu, cpu_state = select_causal(imp, comp, **kw)
+    gpu, gpu_state = select_causal(imp.cuda(), comp.cuda(), **kw)
+    for a, b in zip((*cpu, *cpu_state), (*gpu, *gpu_state)):
+        assert torch.equal(a, b.cpu())

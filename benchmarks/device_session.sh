@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# One call of the `device` tool (GPU machine, no registry): install the carried wheels (.whl/) and
+# this checkout into /tmp/site, then run one stage; logs and results go under $OUT.
+#
+#   bash benchmarks/device_session.sh pretrain   # throughput probe, then the bundled model's training
+#   bash benchmarks/device_session.sh bench      # training steps (small/base), layer, embed, score
+#
+# carry: .whl (wheels from ../shared/tools/device-wheels.sh), data (pipelines/pretrain_data.py),
+# .peers (mamba_ssm source, for the layer benchmark).
+set -uo pipefail
+stage=${1:?stage: pretrain or bench}
+started=$SECONDS
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT/logs"
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target /tmp/site . || exit 1
+export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
+export RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29511
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
+echo "setup done at $((SECONDS - started)) s"
+
+PRETRAIN=configs/pretrain/mini-prokaryotes.yaml
+HELD_OUT="[ecoli_k12_heldout,mruminantium_heldout,cdiphtheriae_heldout]"
+CORPUS="[data/pretrain/prokaryotes.fa.gz]"
+
+# median tokens/s (and MFU, peak memory) over the logged steps after the first two
+step_stats() {
+    python3 - "$1" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"train"' in l]
+rows = rows[2:] or rows  # the first steps compile kernels
+tps = statistics.median(r["tokens_per_s"] for r in rows)
+print(f"{tps:.0f} {statistics.median(r['mfu'] for r in rows):.4f} {max(r['peak_memory_mib'] for r in rows):.0f}")
+EOF
+}
+
+run_train() {  # name, timeout, genossa train arguments...
+    local name=$1 limit=$2
+    shift 2
+    echo "== $name: genossa train $*"
+    timeout "$limit" genossa train --quiet --out "/tmp/runs/$name" "$@" > "$OUT/logs/$name.log" 2>&1
+    echo "   exit $?; $(tail -n 3 "$OUT/logs/$name.log" | tr '\n' ' ')"
+    [ -f "/tmp/runs/$name/metrics.jsonl" ] && echo "   $name tokens/s, MFU, peak MiB: $(step_stats /tmp/runs/$name/metrics.jsonl)"
+}
+
+case $stage in
+pretrain)
+    timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_selection.py 2>&1 | tail -n 3
+    run_train probe 150 --config $PRETRAIN --set train.steps=10 --set train.seq_len_warmup_steps=0 \
+        --set train.eval_every=1000 --set train.log_every=1
+    read -r tps _ <<< "$(step_stats /tmp/runs/probe/metrics.jsonl)"
+    left=$((590 - (SECONDS - started)))
+    # the training's own time: what is left, less ~75 s of start, evaluations and export
+    steps=$(python3 -c "print(max(20, int(($left - 75) * $tps / (2 * 2 * 131072))))")
+    echo "== pretraining: $steps steps (probe $tps tokens/s, $left s left)"
+    run_train mini-prokaryotes $((left - 5)) --config $PRETRAIN --set train.steps=$steps \
+        --set train.warmup_steps=$((steps / 10)) --set train.seq_len_warmup_steps=$((steps * 15 / 100)) \
+        --set train.eval_every=$((steps / 4)) --time-limit $(python3 -c "print(($left - 45) / 60)")
+    run=/tmp/runs/mini-prokaryotes
+    tar czf "$OUT/run.tar.gz" -C $run config.yaml metrics.jsonl loss_curves.png model/config.json \
+        -C "$OUT" logs
+    split -b 15M $run/model/model.safetensors "$OUT/model.safetensors.part-"
+    ls -la "$OUT"
+    ;;
+bench)
+    timeout 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_selection.py 2>&1 | tail -n 2
+    common=(--set train.grad_accum=1 --set train.seq_len_warmup_steps=0 --set train.eval_every=1000
+            --set train.log_every=1 --set train.checkpoint_every=1000 --set "data.fasta=$CORPUS"
+            --set "data.held_out_contigs=$HELD_OUT" --set train.zero_stage=0 --set train.device=cuda)
+    run_train small-131k 100 --config small "${common[@]}" --set train.steps=8 --set train.activation_checkpointing=false
+    run_train small-1m 110 --config small "${common[@]}" --set train.steps=5 --set data.window=1048576 \
+        --set data.stride=1048576
+    run_train base-131k 110 --config base "${common[@]}" --set train.steps=6
+    echo "== layer"
+    timeout 150 python3 benchmarks/layer_bench.py 2>&1 | tail -n 16
+    echo "== embed"
+    timeout 120 python3 benchmarks/embed_bench.py --preset small base --genome-mb 8 --bare 2>&1 | tail -n 8
+    echo "== score"
+    timeout 90 python3 benchmarks/score_bench.py --preset small --window 8192 131072 2>&1 | tail -n 8
+    ;;
+esac
+echo "stage $stage done in $((SECONDS - started)) s"
