@@ -50,7 +50,7 @@ pretrain)
     run_train probe 150 --config $PRETRAIN --set train.steps=10 --set train.seq_len_warmup_steps=0 \
         --set train.eval_every=1000 --set train.log_every=1
     read -r tps _ <<< "$(step_stats /tmp/runs/probe/metrics.jsonl)"
-    left=$((590 - (SECONDS - started)))
+    left=$((565 - (SECONDS - started)))
     # the training's own time: what is left, less ~75 s of start, evaluations and export
     steps=$(python3 -c "print(max(20, int(($left - 75) * $tps / (2 * 2 * 131072))))")
     echo "== pretraining: $steps steps (probe $tps tokens/s, $left s left)"
