@@ -4,6 +4,7 @@
 #
 #   bash benchmarks/device_session.sh pretrain   # throughput probe, then the bundled model's training
 #   bash benchmarks/device_session.sh bench      # training steps (small/base), layer, embed, score
+#   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
 #
 # carry: .whl (wheels from ../shared/tools/device-wheels.sh), data (pipelines/pretrain_data.py),
 # .peers (mamba_ssm source, for the layer benchmark).
@@ -79,6 +80,15 @@ bench)
     timeout 120 python3 benchmarks/embed_bench.py --preset small base --genome-mb 8 --bare 2>&1 | tail -n 8
     echo "== score"
     timeout 90 python3 benchmarks/score_bench.py --preset small --window 8192 131072 2>&1 | tail -n 8
+    ;;
+jobs)
+    echo "== embed small"
+    timeout 200 python3 benchmarks/embed_bench.py --preset small --genome-mb 2 --batch-size 8 --chunk 131072 16384 --bare
+    echo "== embed base"
+    timeout 130 python3 benchmarks/embed_bench.py --preset base --genome-mb 2 --batch-size 4 --chunk 131072 --bare
+    echo "== score"
+    timeout 120 python3 benchmarks/score_bench.py --preset small --window 8192
+    timeout 100 python3 benchmarks/score_bench.py --preset small --window 131072 --dense-positions 512 --sparse-variants 16
     ;;
 esac
 echo "stage $stage done in $((SECONDS - started)) s"
