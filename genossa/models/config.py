@@ -1,7 +1,7 @@
 """`ModelConfig`: every hyper-parameter of the hybrid model, typed and range-checked.
 
-Only simple field types (int, float, bool, tuple[int, ...]) so the strict YAML loader in
-`genossa.config` can type-check them. Each field has a docstring below it; the YAML presets
+Only simple field types (int, float, bool, Literal strings, tuple[int, ...]) so the strict YAML
+loader in `genossa.config` can type-check them. Each field has a docstring below it; the YAML presets
 (`configs/*.yaml`) use the same names. `__post_init__` raises ValueError naming the field.
 
 The presets `tiny()`, `small()`, `base()`, `large()` are plain functions returning a config.
@@ -74,6 +74,15 @@ class ModelConfig:
     """Epsilon of every RMSNorm."""
     init_std: float = 0.02
     """Standard deviation of the normal init of linear and embedding weights."""
+    attention: bool = True
+    """False: the Mamba2-only ablation, blocks of mixer + MLP with no sparse attention and no fusion
+    gate (the mixer's output enters the residual stream directly). Streaming works either way."""
+    selection: Literal["scan", "random", "strided"] = "scan"
+    """What ranks the candidate keys of the top-k selection: 'scan' is the design (the scan's
+    importance); 'random' and 'strided' are ablations that replace the importance by a function of
+    the absolute position only (random: a fixed integer hash; strided: positions on a stride of
+    attn_window, the most recent first, all others last). Causal and streamable alike; the
+    budget k follows the same rule (the scan's complexity) in all three."""
     kernels: Literal["auto", "naive", "triton"] = "auto"
     """Implementation of the SSD scan and the sparse attention: 'auto' runs the Triton kernels
     on CUDA and the PyTorch references elsewhere; 'naive'/'triton' force one (weights and
@@ -114,6 +123,12 @@ class ModelConfig:
             raise ValueError(f"norm_eps: must be > 0, got {self.norm_eps}")
         if self.init_std <= 0:
             raise ValueError(f"init_std: must be > 0, got {self.init_std}")
+        if not isinstance(self.attention, bool):
+            raise ValueError(f"attention: must be a bool, got {self.attention!r}")
+        if self.selection not in ("scan", "random", "strided"):
+            raise ValueError(f"selection: must be 'scan', 'random' or 'strided', got {self.selection!r}")
+        if not self.attention and self.selection != "scan":
+            raise ValueError(f"selection: {self.selection!r} has no effect with attention = False; leave it 'scan'")
 
     @property
     def ssm_inner(self) -> int:

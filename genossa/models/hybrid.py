@@ -8,6 +8,9 @@ One block (pre-norm, residual):
     x = x + FusionGate(h, m.out, a)                  g * ssm + (1 - g) * attn, g from h
     x = x + SwiGLU(norm2(x))
 
+With config.attention = False (the Mamba2-only ablation) a block is x = x + m.out, then the MLP:
+no attention and no fusion gate parameters, and BlockState.attention is None.
+
 Data contract: tokens [B, T] int64 in the genossa alphabet (A=0 C=1 G=2 T=3 N=4 PAD=5 BOS=6
 EOS=7 MASK=8); logits [B, T, V]; hidden (last residual stream) and embeddings (after the final
 norm; Matryoshka prefixes are its leading channels) [B, T, d_model].
@@ -49,7 +52,8 @@ WEIGHTS_FILE = "model.safetensors"
 
 class BlockState(NamedTuple):
     mixer: MixerState
-    attention: AttentionCache
+    attention: AttentionCache | None
+    """None in a block without attention (config.attention = False)."""
 
 
 class ModelState(NamedTuple):
@@ -93,20 +97,23 @@ class HybridBlock(nn.Module):
             cfg.d_model, cfg.ssm_inner, cfg.attn_heads, cfg.attn_head_dim, summary_dim=cfg.scan_summary_dim,
             window=cfg.attn_window, chunk_size=cfg.attn_chunk, topk_base=cfg.topk_base,
             topk_alpha=cfg.topk_alpha, topk_cap=cfg.topk_cap, causal=cfg.causal, bias_init=cfg.scan_bias_init,
-            impl=cfg.kernels,
-        )
-        self.fusion = FusionGate(cfg.d_model)
+            selection=cfg.selection, impl=cfg.kernels,
+        ) if cfg.attention else None
+        self.fusion = FusionGate(cfg.d_model) if cfg.attention else None
         self.norm2 = RMSNorm(cfg.d_model, cfg.norm_eps) if cfg.mlp_ratio > 0 else None
         self.mlp = SwiGLU(cfg.d_model, cfg.mlp_ratio) if cfg.mlp_ratio > 0 else None
 
     def forward(self, x: Tensor, state: BlockState | None = None, return_state: bool = False):
         h = self.norm1(x)
         m = self.mixer(h, state.mixer if state is not None else None)
-        a = self.attention(h, m.scan, m.norm, m.change, cache=state.attention if state is not None else None,
-                           return_cache=return_state)
-        if return_state:
-            a, cache = a
-        x = x + self.fusion(h, m.out, a)
+        if self.attention is None:
+            x, cache = x + m.out, None
+        else:
+            a = self.attention(h, m.scan, m.norm, m.change, cache=state.attention if state is not None else None,
+                               return_cache=return_state)
+            if return_state:
+                a, cache = a
+            x = x + self.fusion(h, m.out, a)
         if self.mlp is not None:
             x = x + self.mlp(self.norm2(x))
         return (x, BlockState(m.state, cache)) if return_state else x

@@ -9,6 +9,10 @@ over the local span of i and the top-k keys selected for i's chunk (ops/sparse_a
 Both bias terms vary with the key j, so neither cancels in the softmax; they are folded into
 one widened dot product (bias.py).
 
+Ablations (`selection`): 'random' and 'strided' replace the importance fed to the selection by a
+function of the absolute position only (`positional_importance`); the budget rule, the causal
+prefix top-k and streaming are unchanged, so only *which* keys are chosen differs from 'scan'.
+
 Streaming (causal): `AttentionCache` keeps the widened keys, values, importance and complexity of
 the last window + chunk positions (still in local spans or not yet selectable) and the running
 top-cap pool with its keys and values: O(window + chunk + cap) per layer, whatever the length.
@@ -31,6 +35,39 @@ from genossa.ops.sparse_attention import (
     select_causal,
     sparse_attention,
 )
+
+
+SELECTIONS = ("scan", "random", "strided")
+
+_MASK32 = 0xFFFFFFFF
+
+
+def _mul32(x: Tensor, c: int) -> Tensor:
+    """(x * c) mod 2**32 for x in [0, 2**32) as int64, exactly (16-bit halves: no int64 overflow)."""
+    lo = x * (c & 0xFFFF)
+    hi = ((x * (c >> 16)) & 0xFFFF) << 16
+    return (lo + hi) & _MASK32
+
+
+def positional_importance(kind: str, start: int, length: int, *, stride: int, device=None) -> Tensor:
+    """[length] fp32 importance of the absolute positions [start, start + length) for the selection
+    ablations; a pure function of the position, so it is causal and equal in streaming and one shot.
+
+    random:  a fixed 32-bit integer hash of the position (lowbias32, Wellons), its top 24 bits
+             scaled to [0, 1) (exact in fp32; positions wrap modulo 2**32).
+    strided: 1 + position // stride on positions that are multiples of `stride`, 0 elsewhere: the
+             most recent strided candidates rank first, every other position after them.
+    """
+    pos = torch.arange(start, start + length, device=device, dtype=torch.int64)
+    if kind == "random":
+        x = (pos + 0x9E3779B9) & _MASK32  # the offset is the fixed seed: position 0 hashes to nonzero
+        x = _mul32(x ^ (x >> 16), 0x7FEB352D)
+        x = _mul32(x ^ (x >> 15), 0x846CA68B)
+        x = x ^ (x >> 16)
+        return (x >> 8).float() / float(1 << 24)
+    if kind == "strided":
+        return torch.where(pos % stride == 0, (pos // stride + 1).float(), 0.0)
+    raise ValueError(f"positional_importance: kind must be 'random' or 'strided', got {kind!r}")
 
 
 class AttentionCache(NamedTuple):
@@ -70,9 +107,13 @@ class ScanSparseAttention(nn.Module):
         topk_cap: int,
         causal: bool = True,
         bias_init: float = 0.1,
+        selection: str = "scan",
         impl: str = "auto",
     ):
         super().__init__()
+        if selection not in SELECTIONS:
+            raise ValueError(f"selection must be one of {', '.join(SELECTIONS)}, got {selection!r}")
+        self.selection = selection  # what ranks the candidates: the scan's importance or a positional ablation
         self.n_heads, self.head_dim = n_heads, head_dim
         self.window, self.chunk_size = window, chunk_size
         self.topk_base, self.topk_alpha, self.topk_cap = topk_base, topk_alpha, topk_cap
@@ -117,6 +158,11 @@ class ScanSparseAttention(nn.Module):
         """
         q, k, v = self._project(x, scan)
         importance, complexity = combine_scales(norm, change)
+        if self.selection != "scan":  # ablation: rank by position only (the budget keeps the scan's complexity)
+            first = cache.pos if cache is not None else 0
+            importance = positional_importance(
+                self.selection, first, importance.shape[1], stride=self.window, device=importance.device
+            ).expand_as(importance)
         kw = dict(chunk_size=self.chunk_size, window=self.window, base=self.topk_base, alpha=self.topk_alpha,
                   cap=self.topk_cap)
         if not self.causal:

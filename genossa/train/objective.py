@@ -71,7 +71,7 @@ def flops_per_token(config: ModelConfig, length: int) -> float:
     Q, N, P = min(config.ssm_chunk, length), config.ssm_d_state, config.ssm_head_dim
     keys = min(length, config.attn_window + config.attn_chunk // 2 + config.topk_cap)
     ssd = config.ssm_heads * (2 * Q * N + 2 * Q * P + 4 * P * N)
-    attention = 2 * 2 * config.attn_heads * config.attn_head_dim * keys
+    attention = 2 * 2 * config.attn_heads * config.attn_head_dim * keys if config.attention else 0
     per_layer = 2 * _matrix_params_per_block(json.dumps(config_to_json(config), sort_keys=True)) + ssd + attention
     head = 2 * config.d_model * config.vocab_size * len(config.mrl_dims)
     return 3.0 * (config.n_layers * per_layer + head)
