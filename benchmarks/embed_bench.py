@@ -27,9 +27,11 @@ from genossa.models.hybrid import GenossaLM
 from genossa.models.streaming import iter_stream
 
 
-def write_genome(path: Path, megabases: float, records: int = 4, seed: int = 0) -> Path:
+def write_genome(path: Path, megabases: float, records: int = 4, seed: int = 0, window: int = 1) -> Path:
+    """Random records of whole windows (the job batches only windows of equal length: a tail
+    window per record would cut every batch short)."""
     rng = np.random.default_rng(seed)
-    n = int(megabases * 1e6) // records
+    n = max(window, int(megabases * 1e6) // records // window * window)
     with open(path, "w") as fh:
         for r in range(records):
             seq = np.frombuffer(b"ACGT", dtype=np.uint8)[rng.integers(0, 4, n)].tobytes().decode()
@@ -37,6 +39,10 @@ def write_genome(path: Path, megabases: float, records: int = 4, seed: int = 0) 
             for i in range(0, n, 80):
                 fh.write(seq[i:i + 80] + "\n")
     return path
+
+
+def _bases(fasta: Path) -> int:
+    return sum(len(line) - 1 for line in open(fasta) if not line.startswith(">"))
 
 
 @torch.no_grad()
@@ -69,10 +75,10 @@ def main() -> None:
 
     work = Path(args.out or tempfile.mkdtemp(prefix="embed_bench_"))
     work.mkdir(parents=True, exist_ok=True)
-    fasta = write_genome(work / "genome.fa", args.genome_mb)
+    fasta = write_genome(work / "genome.fa", args.genome_mb, window=args.window)
     small_fasta = write_genome(work / "warm.fa", 2 * args.window / 1e6, records=1)
     print(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__,
-                      "genome_bases": int(args.genome_mb * 1e6) // 4 * 4}), flush=True)
+                      "genome_bases": _bases(fasta)}), flush=True)
     for preset in args.preset:
         torch.manual_seed(0)
         model = GenossaLM(getattr(presets, preset)())
