@@ -12,6 +12,7 @@ import click
 
 from genossa import __version__
 from genossa.errors import GenossaError
+from genossa.pretrained import DEFAULT_MODEL
 
 
 class _Group(click.Group):
@@ -32,6 +33,24 @@ def _fail(message: str) -> None:
     # one line: a message with newlines (e.g. from a library) is folded
     click.echo("genossa: error: " + " ".join(message.split()), err=True)
     sys.exit(1)
+
+
+def _checkpoint_option(command):
+    return click.option(
+        "--checkpoint", metavar="DIR|NAME",
+        help=f"Exported model directory (a training run's model/ folder) or a bundled model's name "
+             f"(`genossa models`) [default: the bundled {DEFAULT_MODEL}].",
+    )(command)
+
+
+def _resolve_checkpoint(checkpoint: str | None) -> str:
+    """The model directory for --checkpoint; says so when the bundled default is used."""
+    from genossa.pretrained import resolve_checkpoint
+
+    path, bundled = resolve_checkpoint(checkpoint)
+    if checkpoint is None:
+        click.echo(f"genossa: no --checkpoint given: using the bundled model {bundled!r} ({path})", err=True)
+    return str(path)
 
 
 def _not_yet(command: str, issue: int) -> None:
@@ -118,7 +137,7 @@ def _report_training(summary) -> None:
 
 
 @cli.command()
-@click.option("--checkpoint", required=True, type=click.Path(file_okay=False), help="Exported model directory (a run's model/ folder).")
+@_checkpoint_option
 @click.option("--fasta", required=True, multiple=True, type=click.Path(dir_okay=False),
               help="FASTA to embed (plain, gzip or bgzip); repeat for multi-file genomes.")
 @click.option("--regions", type=click.Path(dir_okay=False), help="BED of regions to embed (each line tiled on its own) [default: whole records].")
@@ -156,7 +175,7 @@ def embed(checkpoint, fasta, regions, out, window, stride, last_window, dims, po
     from genossa.embed import embed_genome
 
     summary = embed_genome(
-        checkpoint, list(fasta), out, regions=regions, window=window, stride=stride, last=last_window, dims=dims,
+        _resolve_checkpoint(checkpoint), list(fasta), out, regions=regions, window=window, stride=stride, last=last_window, dims=dims,
         pool=pool, per_base=per_base, rc_average=rc_average, batch_size=batch_size, chunk=chunk, device=device,
         precision=precision, dtype=dtype, bedgraph=False if no_bedgraph else (bedgraph or True),
         bedgraph_bin=bedgraph_bin, overwrite=overwrite, progress=not quiet,
@@ -169,7 +188,7 @@ def embed(checkpoint, fasta, regions, out, window, stride, last_window, dims, po
 
 
 @cli.command()
-@click.option("--checkpoint", required=True, help="Exported model directory (a training run's model/ folder).")
+@_checkpoint_option
 @click.option("--fasta", required=True, multiple=True, help="Reference FASTA (plain or bgzip, indexed); repeatable.")
 @click.option("--vcf", required=True, help="Variants: VCF, bgzipped VCF or BCF, sorted by position.")
 @click.option("--out", required=True, help="Scored VCF, bgzipped and tabix-indexed (name ends with .vcf.gz).")
@@ -208,11 +227,21 @@ def score(checkpoint, fasta, vcf, out, window, downstream, regions, methods, rc_
     from genossa.score import score_variants
 
     summary = score_variants(
-        checkpoint, list(fasta), vcf, out, window=window, downstream=downstream, regions=regions,
+        _resolve_checkpoint(checkpoint), list(fasta), vcf, out, window=window, downstream=downstream, regions=regions,
         methods=[m.strip() for m in methods.split(",") if m.strip()], rc_average=rc_average, table=table,
         strict=strict, batch_size=batch_size, device=device, precision=precision, progress=not quiet,
     )
     click.echo(summary.format())
+
+
+@cli.command()
+def models() -> None:
+    """List the pretrained models bundled with genossa (usable as --checkpoint NAME)."""
+    from genossa.pretrained import bundled_models
+
+    for model in bundled_models():
+        default = " (default)" if model.name == DEFAULT_MODEL else ""
+        click.echo(f"{model.name}{default}\n  {model.summary}\n  {model.path}")
 
 
 @cli.command()
@@ -361,7 +390,7 @@ def eval_() -> None:
 
 
 @eval_.command("bpb")
-@click.option("--checkpoint", required=True, help="Exported causal model directory (a training run's model/ folder).")
+@_checkpoint_option
 @click.option("--fasta", required=True, multiple=True, help="Held-out FASTA (plain or bgzip); repeatable.")
 @click.option("--regions", help="BED of intervals to score [default: whole records].")
 @click.option("--window", default=8192, show_default=True, type=click.IntRange(min=2),
@@ -376,7 +405,7 @@ def eval_bpb(checkpoint, fasta, regions, window, rc_average, max_windows, batch_
     """Held-out bits per base (A C G T targets; N is read but not scored), per record and in total."""
     from genossa.evaluate.bpb import evaluate_bpb
 
-    click.echo(evaluate_bpb(checkpoint, list(fasta), regions=regions, window=window, rc_average=rc_average,
+    click.echo(evaluate_bpb(_resolve_checkpoint(checkpoint), list(fasta), regions=regions, window=window, rc_average=rc_average,
                             max_windows=max_windows, batch_size=batch_size, device=device,
                             precision=precision).format())
 
@@ -398,7 +427,7 @@ def eval_longrange(out, n, distance, key_length, margin, seed) -> None:
 
 
 @eval_.command("recall")
-@click.option("--checkpoint", required=True, help="Exported causal model directory.")
+@_checkpoint_option
 @click.option("--benchmark", required=True, help="PREFIX written by `genossa eval longrange` (PREFIX.fa, PREFIX.tsv).")
 @click.option("--chunk", default=16384, show_default=True, type=click.IntRange(min=1),
               help="Bases per streaming step (rounded down to a multiple of the model's attn_chunk).")
@@ -408,7 +437,7 @@ def eval_recall(checkpoint, benchmark, chunk, max_records, device) -> None:
     """Score a model on a long-range recall benchmark: bits/base and accuracy on the recalled copy."""
     from genossa.evaluate.longrange import score_recall
 
-    click.echo(score_recall(checkpoint, benchmark, chunk=chunk, max_records=max_records, device=device).format())
+    click.echo(score_recall(_resolve_checkpoint(checkpoint), benchmark, chunk=chunk, max_records=max_records, device=device).format())
 
 
 @eval_.command("variants")
@@ -435,7 +464,7 @@ def _class_option(ctx, param, values) -> list[tuple[str, str]]:
 
 
 @eval_.command("probe")
-@click.option("--checkpoint", required=True, help="Exported model directory (a training run's model/ folder).")
+@_checkpoint_option
 @click.option("--class", "classes", multiple=True, metavar="NAME=FILE.fa", callback=_class_option,
               help="FASTA of one class (every record is a sequence); repeat for each class.")
 @click.option("--tsv", help="Instead of --class: TSV whose header names the columns sequence and label.")
@@ -456,7 +485,7 @@ def eval_probe(checkpoint, classes, tsv, folds, seed, out, batch_size, device, p
 
     if out:
         Path(out).mkdir(parents=True, exist_ok=True)  # an unwritable --out fails before the embedding
-    result = evaluate_probe(checkpoint, classes=classes, tsv=tsv, folds=folds, seed=seed, batch_size=batch_size,
+    result = evaluate_probe(_resolve_checkpoint(checkpoint), classes=classes, tsv=tsv, folds=folds, seed=seed, batch_size=batch_size,
                             device=device, precision=precision)
     click.echo(result.format())
     if out:
