@@ -18,27 +18,7 @@ from genossa.ops.sparse_attention import budget, combine_scales, dense_masked_at
 ABLATION_KW = dict(attn_window=16, attn_chunk=8, topk_base=2, topk_alpha=8.0, topk_cap=6)
 
 
-@pytest.fixture(scope="module", params=["random", "strided"])
-def positional_model(request):
-    torch.manual_seed(0)
-    return GenossaLM(tiny(selection=request.param, **ABLATION_KW)).eval()
-
-
-@pytest.mark.parametrize("T", [57, 250])
-def test_positional_selection_is_causal(positional_model, T):
-    g = torch.Generator().manual_seed(T)
-    tokens = torch.randint(0, 5, (2, T), generator=g)
-    with torch.no_grad():
-        base = positional_model(tokens)
-    for t in torch.randint(0, T - 1, (4,), generator=g).tolist():
-        perturbed = tokens.clone()
-        perturbed[:, t + 1:] = torch.randint(0, 5, (2, T - t - 1), generator=g)
-        with torch.no_grad():
-            out = positional_model(perturbed)
-        # fp32; masked future terms multiply by exactly 0, as in test_causality.py
-        torch.testing.assert_close(out.logits[:, : t + 1], base.logits[:, : t + 1], rtol=0, atol=1e-6)
-        if (perturbed[:, t + 1:] != tokens[:, t + 1:]).any():
-            assert not torch.allclose(out.logits[:, t + 1:], base.logits[:, t + 1:])
+# causality of the positional selections: tests/models/test_causality.py (parametrized over selections)
 
 
 @pytest.mark.parametrize("selection", ["random", "strided"])

@@ -1,5 +1,6 @@
 """In causal mode no output at positions <= t depends on a token after t, with top-k selection
-active (the budget is far below the number of candidates)."""
+active (the budget is far below the number of candidates), for the scan's selection and for the
+study's positional ablations (random, strided)."""
 import pytest
 import torch
 
@@ -8,11 +9,11 @@ from genossa.modules import ScanSparseAttention
 from genossa.ops.sparse_attention import combine_scales, select_bidirectional, select_causal
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=["scan", "random", "strided"])
+def model(request):
     torch.manual_seed(0)
     # budget 2..6 of up to ~200 candidates per chunk: the top-k is selective
-    cfg = tiny(attn_window=16, attn_chunk=8, topk_base=2, topk_alpha=8.0, topk_cap=6)
+    cfg = tiny(attn_window=16, attn_chunk=8, topk_base=2, topk_alpha=8.0, topk_cap=6, selection=request.param)
     return GenossaLM(cfg).eval()
 
 

@@ -136,22 +136,6 @@ def test_causal_selection_ignores_future_importance():
         assert torch.equal(sel.valid[:, :n_same], sel2.valid[:, :n_same])
 
 
-def test_causal_selection_in_pieces_equals_one_pass():
-    T, C, W, cap = 192, 16, 20, 6
-    g = torch.Generator().manual_seed(8)
-    imp, comp = torch.rand(2, T, generator=g), torch.rand(2, T, generator=g)
-    kw = dict(chunk_size=C, window=W, base=2, alpha=6.0, cap=cap)
-    full, _ = select_causal(imp, comp, q_start=0, n_queries=T, **kw)
-    state, parts = None, []
-    for start, stop in ((0, 64), (64, 80), (80, 192)):
-        lo = max(0, start - W - C)
-        sel, state = select_causal(imp[:, lo:stop], comp[:, lo:stop], q_start=start, n_queries=stop - start,
-                                   score_start=lo, state=state, **kw)
-        parts.append(sel)
-    assert torch.equal(torch.cat([p.pos for p in parts], 1), full.pos)
-    assert torch.equal(torch.cat([p.valid for p in parts], 1), full.valid)
-
-
 def test_bidirectional_selection_is_global_topk_outside_span():
     T, C, W = 120, 16, 8
     sel, imp, _ = select(T, False, C=C, W=W, base=5, alpha=0.0, cap=5)
