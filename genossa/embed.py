@@ -3,7 +3,8 @@
 The job, in order: tile the genome or the BED intervals into windows (the planning of
 genossa.data.windows: `--window`, `--stride`, `--last` tail policy; each BED line is tiled on
 its own, so a region shorter than the window gives one window of exactly that region), run
-the model over batches of equal-length windows, and write per window
+the model over batches of windows (a causal model: any lengths, shorter ones right-padded;
+a bidirectional one: equal lengths only), and write per window
 
 - the pooled embedding (`pool`: mean | max | last over the window's bases) of the widest
   requested Matryoshka prefix: a reader takes `embedding[:, :64]` for the 64-dim scale;
@@ -168,13 +169,16 @@ class _ImportanceHooks:
 
 
 @torch.no_grad()
-def _run_windows(model, tokens: torch.Tensor, *, width: int, pool: str, chunk: int | None, per_base: bool,
-                 hooks: _ImportanceHooks, autocast) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """tokens [B, L] -> pooled [B, width] fp32, per-base [B, L, width] fp32 (CPU) or None,
-    importance [B, L] fp32 (on the device). Streaming in pieces of `chunk` bases when chunk < L."""
+def _run_windows(model, tokens: torch.Tensor, lengths: torch.Tensor, *, width: int, pool: str, chunk: int | None,
+                 per_base: bool, hooks: _ImportanceHooks, autocast
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """tokens [B, L] (window b holds lengths[b] <= L bases, then PAD) -> pooled [B, width] fp32
+    over each window's own bases, per-base [B, L, width] fp32 (CPU) or None, importance [B, L] fp32
+    (on the device). Streaming in pieces of `chunk` bases when chunk < L."""
     from genossa.models.streaming import iter_stream
 
     L = tokens.shape[1]
+    lengths = lengths.to(tokens.device)
     with autocast():
         if chunk is None or chunk >= L:
             outs = iter([model(tokens)])
@@ -182,33 +186,42 @@ def _run_windows(model, tokens: torch.Tensor, *, width: int, pool: str, chunk: i
             outs = iter_stream(model, tokens.split(chunk, dim=1))
         acc = None
         pieces, imps = [], []
+        offset = 0
         for out in outs:
             emb = out.embeddings[..., :width].float()  # [B, l, width]
             imps.append(hooks.take().float())  # stays on the device: one copy per batch, no sync per chunk
             if per_base:
                 pieces.append(emb.cpu())
+            pos = offset + torch.arange(emb.shape[1], device=emb.device)
+            valid = (pos < lengths[:, None])[..., None]  # [B, l, 1]: the window's bases, not its padding
             if pool == "mean":
-                s = emb.sum(1, dtype=torch.float64)
+                s = (emb * valid).sum(1, dtype=torch.float64)
                 acc = s if acc is None else acc + s
             elif pool == "max":
-                m = emb.amax(1)
+                m = emb.masked_fill(~valid, -torch.inf).amax(1)
                 acc = m if acc is None else torch.maximum(acc, m)
             elif pool == "last":
-                acc = emb[:, -1]
+                last = (lengths - 1 - offset).clamp(0, emb.shape[1] - 1)  # [B]
+                here = emb[torch.arange(emb.shape[0], device=emb.device), last]
+                ends_here = ((lengths - 1 >= offset) & (lengths - 1 < offset + emb.shape[1]))[:, None]
+                acc = here if acc is None else torch.where(ends_here, here, acc)
             else:
                 raise ValueError(f"unknown pool {pool!r}")
-    pooled = (acc / L if pool == "mean" else acc).float()
+            offset += emb.shape[1]
+    pooled = (acc / lengths[:, None] if pool == "mean" else acc).float()
     return pooled, (torch.cat(pieces, 1) if per_base else None), torch.cat(imps, 1)
 
 
-def _batches(lengths: np.ndarray, batch_size: int) -> list[tuple[int, int]]:
-    """[lo, hi) runs of consecutive windows of equal length, at most batch_size long (a pure
-    function of the plan, so a resumed run batches exactly as an uninterrupted one)."""
+def _batches(lengths: np.ndarray, batch_size: int, *, pad: bool) -> list[tuple[int, int]]:
+    """[lo, hi) runs of at most batch_size consecutive windows (a pure function of the plan, so a
+    resumed run batches exactly as an uninterrupted one). pad: any lengths share a batch, shorter
+    windows right-padded (a causal model's outputs at a position never see later positions);
+    otherwise only windows of equal length do (a bidirectional model sees the padding)."""
     out = []
     lo, n = 0, lengths.size
     while lo < n:
         hi = lo + 1
-        while hi < n and hi - lo < batch_size and lengths[hi] == lengths[lo]:
+        while hi < n and hi - lo < batch_size and (pad or lengths[hi] == lengths[lo]):
             hi += 1
         out.append((lo, hi))
         lo = hi
@@ -345,7 +358,7 @@ def embed_genome(
              "strand": np.full(len(plan), strand)},
         )
         done = 0
-    batches = _batches(window_lengths, cfg.batch_size)
+    batches = _batches(window_lengths, cfg.batch_size, pad=mcfg.causal)
     if done and done not in {lo for lo, _ in batches} | {len(plan)}:
         raise GenossaError(f"{partial}: its progress ({done} windows) is not at a batch boundary; pass --overwrite")
 
@@ -365,7 +378,8 @@ def embed_genome(
     t_run = time.monotonic()
     last_flush = t_run
     def load(lo: int, hi: int) -> tuple[torch.Tensor, list[float]]:
-        """Tokens [B or 2B, L] (forward strands, then reverse complements) and N fractions."""
+        """Tokens [B or 2B, L] (forward strands, then reverse complements; right-padded with PAD
+        to the batch's longest window) and N fractions."""
         fwd, rev, nfrac = [], [], []
         for i in range(lo, hi):
             contig = plan.contigs[plan.contig[i]]
@@ -377,7 +391,11 @@ def embed_genome(
             nfrac.append(float(np.count_nonzero(tok == alphabet.N)) / max(1, tok.size))
             if cfg.rc_average:
                 rev.append(encode_window(raw, file=file, record=contig, offset=s, reverse=True)[0])
-        tokens = torch.from_numpy(np.stack(fwd + rev).astype(np.int64))
+        longest = max(t.size for t in fwd)
+        tokens = np.full((len(fwd) + len(rev), longest), alphabet.PAD, dtype=np.int64)
+        for row, tok in enumerate(fwd + rev):
+            tokens[row, :tok.size] = tok
+        tokens = torch.from_numpy(tokens)
         return (tokens.pin_memory() if dev.type == "cuda" else tokens), nfrac
 
     todo = [(lo, hi) for lo, hi in batches if lo >= done]
@@ -389,20 +407,25 @@ def embed_genome(
             tokens, nfrac = ahead.result()
             ahead = reader.submit(load, *todo[k + 1]) if k + 1 < len(todo) else None
             tokens = tokens.to(dev, non_blocking=True)
-            pooled, pb, imp = _run_windows(model, tokens, width=width, pool=cfg.pool, chunk=stream_chunk,
-                                           per_base=cfg.per_base, hooks=hooks, autocast=autocast)
             b = hi - lo
-            if cfg.rc_average:
-                pooled = (pooled[:b] + pooled[b:]) / 2
-                imp = (imp[:b] + imp[b:].flip(1)) / 2
-                if pb is not None:
-                    pb = (pb[:b] + pb[b:].flip(1)) / 2
-            pooled_np = pooled.cpu().numpy().astype(np_dtype)
+            n = window_lengths[lo:hi]
+            lens = torch.from_numpy(np.concatenate([n, n] if cfg.rc_average else [n]))
+            pooled, pb, imp = _run_windows(model, tokens, lens, width=width, pool=cfg.pool, chunk=stream_chunk,
+                                           per_base=cfg.per_base, hooks=hooks, autocast=autocast)
+            pooled_np = pooled.cpu().numpy()
             imp_np = imp.cpu().numpy()
-            pb_np = pb.numpy().astype(np_dtype) if pb is not None else None
+            pb_np = pb.numpy() if pb is not None else None
             for j in range(b):
-                writer.add(pooled_np[j], nfrac[j], imp_np[j], int(plan.start[lo + j]),
-                           pb_np[j] if pb_np is not None else None)
+                m = int(n[j])  # the window's own bases; the rest of the row is padding
+                emb, imp_j = pooled_np[j], imp_np[j, :m]
+                pb_j = pb_np[j, :m] if pb_np is not None else None
+                if cfg.rc_average:  # the reverse strand's base k is the forward strand's base m - 1 - k
+                    emb = (emb + pooled_np[b + j]) / 2
+                    imp_j = (imp_j + imp_np[b + j, :m][::-1]) / 2
+                    if pb_j is not None:
+                        pb_j = (pb_j + pb_np[b + j, :m][::-1]) / 2
+                writer.add(emb.astype(np_dtype), nfrac[j], imp_j, int(plan.start[lo + j]),
+                           pb_j.astype(np_dtype) if pb_j is not None else None)
             bar.update(int(window_lengths[lo:hi].sum()))
             now = time.monotonic()
             if now - last_flush >= flush_seconds or writer.buffered_bytes >= flush_bytes:

@@ -183,3 +183,25 @@ def test_refuses_to_overwrite_and_replaces_when_asked(whole, checkpoint, ecoli_f
         embed_genome(checkpoint, ecoli_fasta, mine, regions=bed, window=WINDOW, device="cpu", progress=False,
                      overwrite=True, bedgraph=False)
     assert [q.name for q in mine.iterdir()] == ["thesis.tex"]
+
+
+@pytest.mark.parametrize("pool", ["mean", "max", "last"])
+def test_windows_of_different_lengths_batch_together_without_changing_results(checkpoint, ecoli_fasta,
+                                                                               fasta_writer, tmp_path, pool):
+    """A causal model's batch holds windows of any lengths (right-padded): every row, per-base
+    value and importance equals the one-window-at-a-time run."""
+    genome = FastaGenome([ecoli_fasta])
+    # record tails of 300, 1000 and 77 bases, and a record shorter than a window
+    records = {f"r{i}": genome.fetch("NC_007779.1", 20000 * i, 20000 * i + n)
+               for i, n in enumerate((2 * WINDOW + 300, WINDOW + 1000, 77, 3 * WINDOW + 77))}
+    fa = fasta_writer(records)
+    stores = []
+    for batch in (1, 8):
+        out = tmp_path / f"b{batch}.zarr"
+        embed_genome(checkpoint, fa, out, window=WINDOW, pool=pool, per_base=True, rc_average=pool == "mean",
+                     chunk=256, batch_size=batch, device="cpu", progress=False, bedgraph=False)
+        stores.append(open_store(out))
+    one, batched = stores
+    assert batched["embedding"].shape[0] == 10
+    for name in ("embedding", "per_base_embedding", "importance"):
+        np.testing.assert_allclose(batched[name][:], one[name][:], rtol=1e-5, atol=1e-5, err_msg=name)
