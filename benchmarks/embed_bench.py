@@ -61,6 +61,26 @@ def bare_model(model: GenossaLM, batch: int, window: int, chunk: int, repeats: i
     return repeats * batch * window / (time.perf_counter() - t)
 
 
+@torch.no_grad()
+def profile_model(model: GenossaLM, batch: int, window: int, chunk: int) -> None:
+    """Where one batch's forward spends its time: top CUDA kernels, then top CPU-side ops (launch
+    and Python overhead show up there, not in the kernel table)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    tokens = torch.randint(0, 4, (batch, window), device="cuda")
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        for _ in iter_stream(model, tokens.split(chunk, 1)):
+            pass
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in iter_stream(model, tokens.split(chunk, 1)):
+                pass
+            torch.cuda.synchronize()
+    table = prof.key_averages()
+    print(table.table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=50), flush=True)
+    print(table.table(sort_by="self_cpu_time_total", row_limit=15, max_name_column_width=50), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--preset", nargs="+", default=["small", "base"])
@@ -70,6 +90,8 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, nargs="+", default=[16384])
     ap.add_argument("--dims", default="")
     ap.add_argument("--bare", action="store_true", help="also time the bare model")
+    ap.add_argument("--profile", action="store_true",
+                    help="also print the bare model's top CUDA kernels and CPU ops (torch.profiler, one batch)")
     ap.add_argument("--out", default=None, help="folder for the stores [default: a temp folder]")
     args = ap.parse_args()
 
@@ -97,9 +119,12 @@ def main() -> None:
                        "chunk": chunk, "bases": s.bases, "embed_bases_per_s": round(s.bases_per_second),
                        "wall_s": round(wall, 2), "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
                        "hours_for_3.1Gb": round(3.1e9 / s.bases_per_second / 3600, 2)}
-                if args.bare:
+                if args.bare or args.profile:
                     m = GenossaLM.from_pretrained(ckpt, map_location="cuda").eval()
-                    row["bare_model_bases_per_s"] = round(bare_model(m, bs, args.window, chunk))
+                    if args.bare:
+                        row["bare_model_bases_per_s"] = round(bare_model(m, bs, args.window, chunk))
+                    if args.profile:
+                        profile_model(m, bs, args.window, chunk)
                     del m
                 print(json.dumps(row), flush=True)
         del model
