@@ -50,6 +50,7 @@ from genossa.ops.sparse_attention import SelectionState
 from genossa.parallel.comm import recv_tensors, send_tensors
 from genossa.sequence.alphabet import NUM_BASE_TOKENS
 
+
 def shard_bounds(length: int, world: int, chunk: int) -> list[tuple[int, int]]:
     """[start, end) of each of `world` ranks over `length` tokens: whole chunks of `chunk`,
     as even as possible (earlier ranks one chunk more), the last rank ending at `length`."""
