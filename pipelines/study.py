@@ -201,6 +201,9 @@ def train_variant(cfg: GenossaConfig, run_dir: Path, *, progress: bool) -> dict:
         save_config(cfg, run_dir.parent)  # writes config.yaml: renamed at once so that runs never share it
         (run_dir.parent / "config.yaml").replace(config_path)
         env = {k: v for k, v in os.environ.items() if k not in _PROCESS_GROUP_ENV}
+        # `-m` would put the working directory first on sys.path: run from a source checkout, its
+        # genossa/ (which lacks the installed genossa.pipelines) would shadow the installed package
+        env["PYTHONSAFEPATH"] = "1"
         cmd = [sys.executable, "-m", "genossa.pipelines.study", "--train-child", str(config_path), "--out", str(run_dir)]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
         if proc.returncode != 0 or not done.exists():

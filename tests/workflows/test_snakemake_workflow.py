@@ -97,9 +97,9 @@ def test_merged_store_equals_one_embed_run(workflow_run, tmp_path):
     for name in one.array_keys():
         a, b = one[name][:], merged[name][:]
         if a.dtype.kind == "f":
-            # bit-equal: each window is embedded on its own, and with these settings each record's
-            # last window is shorter, so the one run's batches never mix records either
-            np.testing.assert_array_equal(a, b, err_msg=name)
+            # each window is embedded on its own, but the one run's batches mix records (windows of
+            # any lengths share a padded batch) where the shards' do not: equal up to fp32 rounding
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6, err_msg=name)
         else:
             assert (a == b).all(), name
     assert attrs["model"]["weights_sha256"] == one.attrs["genossa"]["model"]["weights_sha256"]
