@@ -16,8 +16,8 @@ future, whatever the top-k ranks. The candidates grow by one block of chunk_size
 chunk, and top-cap(A u B) = top-cap(top-cap(A) u B): a pool of `cap` entries (`SelectionState`)
 summarizes any prefix, and one parallel scan over the blocks gives every chunk's prefix top-k in
 O(T / chunk * cap) memory. That pool, plus the last window + chunk positions, is all that
-streaming inference keeps. Ties in importance go to the later position. Bidirectional mode ranks all positions at once (a global top-k, per chunk
-without its own local span).
+streaming inference keeps. Ties in importance go to the later position. Bidirectional mode
+ranks all positions at once (a global top-k, per chunk without its own local span).
 
 Importance and complexity come from the mixer's per-scale state norms (`combine_scales`). The
 budget is k = min(cap, base + floor(alpha * complexity)) with complexity in [0, 1).
