@@ -22,6 +22,7 @@ import zarr
 from genossa import resources
 from genossa.embed import embed_genome
 from genossa.models import GenossaLM, tiny
+from genossa.pretrained import DEFAULT_MODEL, resolve_checkpoint
 
 pytest.importorskip("snakemake")
 
@@ -158,3 +159,13 @@ def test_without_a_checkpoint_the_dry_run_trains_first(workflow_run):
     # shard_bases groups both records into one shard
     assert [s for r, s in jobs if r == "embed_shard"] == ["0000_NC_007779.1"]
     assert not (root / "trained").exists()
+
+
+def test_a_bundled_model_name_is_a_checkpoint(workflow_run):
+    root, _, _ = workflow_run
+    dry = _snakemake(root, "-n", "--config", f"checkpoint={DEFAULT_MODEL}", "outdir=bundled")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    jobs = _jobs(dry)
+    assert ("train", "") not in jobs and sorted(s for r, s in jobs if r == "embed_shard") == SHARDS
+    # the jobs read the bundled model's files
+    assert str(resolve_checkpoint(DEFAULT_MODEL)[0] / "model.safetensors") in dry.stdout + dry.stderr

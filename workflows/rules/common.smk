@@ -5,6 +5,7 @@ import os
 import re
 import shlex
 
+from genossa.pretrained import resolve_checkpoint
 from genossa.shards import genome_shards
 
 OUT = config["outdir"].rstrip("/")
@@ -23,9 +24,10 @@ wildcard_constraints:
 
 
 def model_dir():
-    """The exported model: config `checkpoint`, or the model the train rule makes."""
+    """The exported model: config `checkpoint` (a directory, or a bundled model's name), or the
+    model the train rule makes."""
     if config.get("checkpoint"):
-        return config["checkpoint"]
+        return str(resolve_checkpoint(config["checkpoint"])[0])
     return f"{OUT}/train/run/model"
 
 
