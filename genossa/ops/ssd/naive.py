@@ -180,7 +180,8 @@ def ssd_chunked(
     a_cum = torch.cumsum(a, dim=-1)
 
     # 1. inside each chunk: y_t += sum_{s<=t} (C_t . B_s) exp(a_{s+1} + ... + a_t) dt_s x_s
-    decay = torch.exp(segsum(a))  # [B, H, NC, L, L]
+    seg = segsum(a)  # [B, H, NC, L, L]; the importance below reuses it
+    decay = torch.exp(seg)
     scores = torch.einsum("bclhn,bcshn->bhcls", Cs, Bs) * decay
     y = torch.einsum("bhcls,bcshp->bclhp", scores, xdt)
 
@@ -206,23 +207,24 @@ def ssd_chunked(
     if return_importance:
         with torch.no_grad():
             importance = _chunked_importance(
-                xs.detach(), dts.detach(), Bs.detach(), a.detach(), a_cum.detach(), starts.detach(), T
+                xs.detach(), dts.detach(), Bs.detach(), a.detach(), a_cum.detach(), seg.detach(), starts.detach(), T
             )
     return y.to(out_dtype), state, importance
 
 
 def _chunked_importance(
-    xs: Tensor, dts: Tensor, Bs: Tensor, a: Tensor, a_cum: Tensor, starts: Tensor, T: int
+    xs: Tensor, dts: Tensor, Bs: Tensor, a: Tensor, a_cum: Tensor, seg: Tensor, starts: Tensor, T: int
 ) -> ScanImportance:
     """||h_t|| and ||h_t - h_{t-1}|| from the chunked scan's quantities (see module docstring).
 
     xs [B, NC, L, H, P], dts [B, NC, L, H], Bs [B, NC, L, H, N], a / a_cum [B, H, NC, L],
-    starts [B, NC, H, P, N] (state before each chunk). Memory O(T * L), like the scan.
+    seg = segsum(a) [B, H, NC, L, L], starts [B, NC, H, P, N] (state before each chunk).
+    Memory O(T * L), like the scan.
     """
     bsz, n_chunks, L, H, _ = xs.shape
     xdt = xs * dts[..., None]
     # r_t = x_t^T h_{t-1} B_t: keys s < t inside the chunk decay by exp(a_{s+1} + ... + a_{t-1})
-    before = segsum(a) - a[..., None]  # [B, H, NC, L(t), L(s)]
+    before = seg - a[..., None]  # [B, H, NC, L(t), L(s)]
     strict = torch.tril(torch.ones(L, L, dtype=torch.bool, device=xs.device), diagonal=-1)
     decay_prev = torch.exp(before.masked_fill(~strict, -torch.inf))
     scores = torch.einsum("bclhn,bcshn->bhcls", Bs, Bs) * decay_prev
@@ -239,7 +241,7 @@ def _chunked_importance(
     # squared decays, started from ||state before the chunk||^2.
     u = 2 * alpha * dt * r + dt.square() * s
     n_start = starts.square().sum((-1, -2)).permute(0, 2, 1)  # [B, H, NC]
-    n = torch.einsum("bhcls,bhcs->bhcl", torch.exp(2 * segsum(a)), u)
+    n = torch.einsum("bhcls,bhcs->bhcl", torch.exp(2 * seg), u)
     n = n + torch.exp(2 * a_cum) * n_start[..., None]
     n_prev = torch.cat([n_start[..., None], n[..., :-1]], dim=-1)
     d = alpha_m1.square() * n_prev + 2 * alpha_m1 * dt * r + dt.square() * s
