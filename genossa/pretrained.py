@@ -48,4 +48,5 @@ def resolve_checkpoint(checkpoint: str | Path | None) -> tuple[Path, str | None]
 
 
 def _names() -> set[str]:
-    return {m.name for m in bundled_models()}
+    """Bundled model names (folder names; no model card is read)."""
+    return {p.name for p in BUNDLED_DIR.iterdir() if p.is_dir()} if BUNDLED_DIR.is_dir() else set()
