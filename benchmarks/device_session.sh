@@ -5,9 +5,12 @@
 #   bash benchmarks/device_session.sh pretrain   # throughput probe, then the bundled model's training
 #   bash benchmarks/device_session.sh bench      # training steps (small/base), layer, embed, score
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
+#   bash benchmarks/device_session.sh multi      # 2+ GPUs: NCCL tests, data-parallel scaling (ZeRO 1/2/3)
+#   bash benchmarks/device_session.sh long       # 2+ GPUs: the longest windows with sequence parallelism
 #
 # carry: .whl (wheels from ../shared/tools/device-wheels.sh), data (pipelines/pretrain_data.py),
-# .peers (mamba_ssm source, for the layer benchmark).
+# .peers (mamba_ssm source, for the layer benchmark); multi/long also need data/bench
+# (benchmarks/long_window_data.py: the whole E. coli chromosome for 2-4 Mb windows).
 set -uo pipefail
 stage=${1:?stage: pretrain or bench}
 started=$SECONDS
@@ -18,6 +21,9 @@ python3 -m pip install -q --no-index --no-deps --no-build-isolation --no-compile
 export PYTHONPATH=/tmp/site PATH=/tmp/site/bin:$PATH PYTHONUNBUFFERED=1
 command -v genossa || exit 1
 export RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29511
+# the lent multi-GPU machines keep NVLink multicast off (it can take a shared host's GPUs down)
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
+export PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"
 echo "setup done at $((SECONDS - started)) s"
@@ -46,7 +52,51 @@ run_train() {  # name, timeout, genossa train arguments...
     [ -f "/tmp/runs/$name/metrics.jsonl" ] && echo "   $name tokens/s, MFU, peak MiB: $(step_stats /tmp/runs/$name/metrics.jsonl)"
 }
 
+# as run_train, under a launcher: name, timeout, launcher words (up to `--`), genossa train arguments
+run_launched() {
+    local name=$1 limit=$2
+    shift 2
+    local launcher=()
+    while [ "$1" != "--" ]; do launcher+=("$1"); shift; done
+    shift
+    echo "== $name: ${launcher[*]} genossa train $*"
+    timeout "$limit" env -u RANK -u LOCAL_RANK -u WORLD_SIZE -u MASTER_ADDR -u MASTER_PORT \
+        "${launcher[@]}" "$(command -v genossa)" train --quiet --out "/tmp/runs/$name" "$@" > "$OUT/logs/$name.log" 2>&1
+    echo "   exit $?; $(grep -v '^\[' "$OUT/logs/$name.log" | tail -n 3 | tr '\n' ' ' | cut -c1-600)"
+    [ -f "/tmp/runs/$name/metrics.jsonl" ] && echo "   $name tokens/s, MFU, peak MiB: $(step_stats /tmp/runs/$name/metrics.jsonl)"
+}
+
+# throughput settings: no held-out evaluation, no checkpoint, every step logged
+fast=(--set train.seq_len_warmup_steps=0 --set train.eval_every=1000 --set train.log_every=1
+      --set train.checkpoint_every=1000 --set train.device=cuda)
+LONG="[data/bench/ecoli_k12_whole.fa.gz]"
+
 case $stage in
+multi)
+    nvidia-smi topo -m
+    python3 -c "import torch; print('GPUs:', torch.cuda.device_count())"
+    timeout 240 python3 -m pytest -q -s -p no:cacheprovider -m gpu tests/parallel 2>&1 | grep -E "NCCL|passed|failed|Error" | tail -n 8
+    dp=("${fast[@]}" --set "data.fasta=$CORPUS" --set "data.held_out_contigs=[]" --set train.grad_accum=1
+        --set train.activation_checkpointing=false --set train.steps=10)
+    run_train dp1-zero1 110 --config small "${dp[@]}" --set train.zero_stage=1
+    run_launched dp2-zero1 110 deepspeed --num_gpus 2 -- --config small "${dp[@]}" --set train.zero_stage=1
+    run_launched dp2-zero2 110 torchrun --standalone --nproc_per_node 2 -- --config small "${dp[@]}" --set train.zero_stage=2
+    run_launched dp2-zero3 120 torchrun --standalone --nproc_per_node 2 -- --config small "${dp[@]}" --set train.zero_stage=3
+    ;;
+long)
+    sp=("${fast[@]}" --set "data.fasta=$LONG" --set "data.held_out_contigs=[]" --set train.grad_accum=1
+        --set train.activation_checkpointing=true --set train.steps=4)
+    sp2=(torchrun --standalone --nproc_per_node 2 --)
+    for w in ${LONG_WINDOWS:-1048576:1 2097152:2 4194304:2}; do
+        n=${w%%:*} p=${w##*:}
+        if [ "$p" = 1 ]; then
+            run_train small-$n-sp1 150 --config small "${sp[@]}" --set data.window=$n --set data.stride=$n
+        else
+            run_launched small-$n-sp$p 200 "${sp2[@]}" --config small "${sp[@]}" --set data.window=$n --set data.stride=$n \
+                --set train.sequence_parallel=$p --set train.zero_stage=1
+        fi
+    done
+    ;;
 pretrain)
     timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_selection.py 2>&1 | tail -n 3
     run_train probe 150 --config $PRETRAIN --set train.steps=10 --set train.seq_len_warmup_steps=0 \

@@ -18,8 +18,9 @@ def build_model(dtype: torch.dtype = torch.float64, **overrides) -> GenossaLM:
     torch.manual_seed(SEED)
     # window 16 + chunk 8 and cap 8: most selected keys of a later rank lie in an earlier rank's
     # slice, before the relayed recent keys, so they come from the relayed pool
-    cfg = tiny(kernels="naive", attn_window=16, attn_chunk=8, topk_base=4, topk_alpha=8.0, topk_cap=8, ssm_chunk=16,
-               ssm_scales=(4, 8, 16), **overrides)
+    settings = dict(kernels="naive", attn_window=16, attn_chunk=8, topk_base=4, topk_alpha=8.0, topk_cap=8,
+                    ssm_chunk=16, ssm_scales=(4, 8, 16))
+    cfg = tiny(**{**settings, **overrides})
     # fp64: a top-k near-tie could flip under reassociation; selections must agree exactly
     return GenossaLM(cfg).to(dtype)
 
@@ -61,6 +62,27 @@ def run(rank: int, world: int, port: int, out_dir: str, variants: tuple[str, ...
             result[name] = dict(loss=out.loss.detach(), value=out.value, bits=out.bits_per_base,
                                 logits=out.output.logits.detach(), bounds=out.bounds, grads=grads(model))
         torch.save(result, Path(out_dir) / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def run_nccl(rank: int, world: int, port: int, out_dir: str, kernels: str, dtype_name: str) -> None:
+    """One rank on GPU `rank` over NCCL: the plain loss share and its gradients (tensors moved to
+    the CPU) written to out_dir, as `run` does over gloo."""
+    device = torch.device("cuda", rank)
+    torch.cuda.set_device(device)
+    dist.init_process_group("nccl", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            device_id=device)
+    try:
+        model = build_model(getattr(torch, dtype_name), kernels=kernels).to(device)
+        tokens, weights = (t.to(device) for t in build_batch())
+        out = sequence_parallel_loss(model, tokens, weights)
+        out.loss.backward()
+        torch.cuda.synchronize(device)
+        result = dict(loss=out.loss.detach().cpu(), value=out.value.cpu(), bits=out.bits_per_base.cpu(),
+                      logits=out.output.logits.detach().cpu(), bounds=out.bounds,
+                      grads={n: g.cpu() for n, g in grads(model).items()})
+        torch.save({"plain": result}, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
 
