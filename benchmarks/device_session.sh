@@ -50,6 +50,7 @@ run_train() {  # name, timeout, genossa train arguments...
     timeout "$limit" genossa train --quiet --out "/tmp/runs/$name" "$@" > "$OUT/logs/$name.log" 2>&1
     echo "   exit $?; $(tail -n 3 "$OUT/logs/$name.log" | tr '\n' ' ')"
     [ -f "/tmp/runs/$name/metrics.jsonl" ] && echo "   $name tokens/s, MFU, peak MiB: $(step_stats /tmp/runs/$name/metrics.jsonl)"
+    mkdir -p "$OUT/metrics" && cp "/tmp/runs/$name/metrics.jsonl" "$OUT/metrics/$name.jsonl" 2>/dev/null
 }
 
 # as run_train, under a launcher: name, timeout, launcher words (up to `--`), genossa train arguments
@@ -64,6 +65,7 @@ run_launched() {
         "${launcher[@]}" "$(command -v genossa)" train --quiet --out "/tmp/runs/$name" "$@" > "$OUT/logs/$name.log" 2>&1
     echo "   exit $?; $(grep -v '^\[' "$OUT/logs/$name.log" | tail -n 3 | tr '\n' ' ' | cut -c1-600)"
     [ -f "/tmp/runs/$name/metrics.jsonl" ] && echo "   $name tokens/s, MFU, peak MiB: $(step_stats /tmp/runs/$name/metrics.jsonl)"
+    mkdir -p "$OUT/metrics" && cp "/tmp/runs/$name/metrics.jsonl" "$OUT/metrics/$name.jsonl" 2>/dev/null
 }
 
 # throughput settings: no held-out evaluation, no checkpoint, every step logged
@@ -75,13 +77,18 @@ case $stage in
 multi)
     nvidia-smi topo -m
     python3 -c "import torch; print('GPUs:', torch.cuda.device_count())"
-    timeout 240 python3 -m pytest -q -s -p no:cacheprovider -m gpu tests/parallel 2>&1 | grep -E "NCCL|passed|failed|Error" | tail -n 8
+    # PYTHONSAFEPATH: spawned ranks must import the installed genossa (with genossa.kernels), not ./genossa
+    PYTHONSAFEPATH=1 timeout 240 python3 -m pytest -q -s -p no:cacheprovider -m gpu tests/parallel 2>&1 \
+        | grep -E "NCCL|passed|failed|Error" | tail -n 8
     dp=("${fast[@]}" --set "data.fasta=$CORPUS" --set "data.held_out_contigs=[]" --set train.grad_accum=1
-        --set train.activation_checkpointing=false --set train.steps=10)
+            --set train.activation_checkpointing=false --set train.steps=${DP_STEPS:-10})
     run_train dp1-zero1 110 --config small "${dp[@]}" --set train.zero_stage=1
-    run_launched dp2-zero1 110 deepspeed --num_gpus 2 -- --config small "${dp[@]}" --set train.zero_stage=1
+    # the `deepspeed` launcher (its script: pip --target keeps one bin/, genossa's)
+    run_launched dp2-zero1 110 python3 -m deepspeed.launcher.runner --num_gpus 2 -- --config small "${dp[@]}" \
+        --set train.zero_stage=1
     run_launched dp2-zero2 110 torchrun --standalone --nproc_per_node 2 -- --config small "${dp[@]}" --set train.zero_stage=2
     run_launched dp2-zero3 120 torchrun --standalone --nproc_per_node 2 -- --config small "${dp[@]}" --set train.zero_stage=3
+    run_train dp1-zero1-again 110 --config small "${dp[@]}" --set train.zero_stage=1  # the first run's GPU, warm
     ;;
 long)
     sp=("${fast[@]}" --set "data.fasta=$LONG" --set "data.held_out_contigs=[]" --set train.grad_accum=1
