@@ -12,7 +12,7 @@
 # .peers (mamba_ssm source, for the layer benchmark); multi/long also need data/bench
 # (benchmarks/long_window_data.py: the whole E. coli chromosome for 2-4 Mb windows).
 set -uo pipefail
-stage=${1:?stage: pretrain or bench}
+stage=${1:?stage: pretrain, bench, jobs, multi, long or multi+long}
 started=$SECONDS
 OUT=${OUT:-/tmp/out}
 mkdir -p "$OUT/logs"
@@ -74,6 +74,9 @@ fast=(--set train.seq_len_warmup_steps=0 --set train.eval_every=1000 --set train
 LONG="[data/bench/ecoli_k12_whole.fa.gz]"
 
 case $stage in
+multi+long)  # both in one call (the machine stays warm for 30 s only)
+    bash "$0" multi && bash "$0" long
+    ;;
 multi)
     nvidia-smi topo -m
     python3 -c "import torch; print('GPUs:', torch.cuda.device_count())"
@@ -94,13 +97,15 @@ long)
     sp=("${fast[@]}" --set "data.fasta=$LONG" --set "data.held_out_contigs=[]" --set train.grad_accum=1
         --set train.activation_checkpointing=true --set train.steps=4)
     sp2=(torchrun --standalone --nproc_per_node 2 --)
-    for w in ${LONG_WINDOWS:-1048576:1 2097152:2 4194304:2}; do
-        n=${w%%:*} p=${w##*:}
+    # entries preset (or config path):window:ranks
+    for w in ${LONG_WINDOWS:-small:1048576:1 small:2097152:2 small:4194304:2}; do
+        IFS=: read -r preset n p <<< "$w"
+        name=$(basename "$preset" .yaml)
         if [ "$p" = 1 ]; then
-            run_train small-$n-sp1 150 --config small "${sp[@]}" --set data.window=$n --set data.stride=$n
+            run_train $name-$n-sp1 150 --config $preset "${sp[@]}" --set data.window=$n --set data.stride=$n
         else
-            run_launched small-$n-sp$p 200 "${sp2[@]}" --config small "${sp[@]}" --set data.window=$n --set data.stride=$n \
-                --set train.sequence_parallel=$p --set train.zero_stage=1
+            run_launched $name-$n-sp$p 200 "${sp2[@]}" --config $preset "${sp[@]}" --set data.window=$n \
+                --set data.stride=$n --set train.sequence_parallel=$p --set train.zero_stage=1
         fi
     done
     ;;
