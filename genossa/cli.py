@@ -59,6 +59,8 @@ def _not_yet(command: str, issue: int) -> None:
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "--version", "-V", prog_name="genossa")
+# the `deepspeed` launcher runs `genossa --local_rank=N train ...`; LOCAL_RANK, which it also sets, is what we read
+@click.option("--local_rank", "--local-rank", "local_rank", type=int, hidden=True, expose_value=False)
 def cli() -> None:
     """genossa: long-sequence genomic language models (Mamba2 + scan-informed sparse attention).
 

@@ -130,6 +130,21 @@ def test_two_processes_train_and_checkpoint(tmp_path):
     GenossaLM.from_pretrained(out / "model")
 
 
+@pytest.mark.slow
+def test_deepspeed_launcher_trains_two_processes(tmp_path):
+    """The README's `deepspeed --num_gpus N $(which genossa) train ...`: the launcher puts
+    --local_rank=N before the subcommand (here 2 CPU processes over gloo)."""
+    out = tmp_path / "ds"
+    deepspeed = Path(sys.executable).parent / "deepspeed"
+    env = dict(_env(tmp_path), DS_ACCELERATOR="cpu")
+    cmd = [str(deepspeed), "--num_gpus", "2", _genossa(), *_train_cmd(out, "train.steps=2")[1:]]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    records = [r for r in read_metrics(out) if r["split"] == "train"]
+    assert [r["tokens"] for r in records] == [2 * 2 * 256, 2 * 2 * 2 * 256]  # 2 ranks x 2 windows x 256
+    GenossaLM.from_pretrained(out / "model")
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("run")
