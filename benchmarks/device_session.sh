@@ -47,6 +47,7 @@ run_train() {  # name, timeout, genossa train arguments...
     local name=$1 limit=$2
     shift 2
     echo "== $name: genossa train $*"
+    rm -rf "/tmp/runs/$name"  # a warm machine keeps the last call's runs
     timeout "$limit" genossa train --quiet --out "/tmp/runs/$name" "$@" > "$OUT/logs/$name.log" 2>&1
     echo "   exit $?; $(tail -n 3 "$OUT/logs/$name.log" | tr '\n' ' ')"
     [ -f "/tmp/runs/$name/metrics.jsonl" ] && echo "   $name tokens/s, MFU, peak MiB: $(step_stats /tmp/runs/$name/metrics.jsonl)"
@@ -61,6 +62,7 @@ run_launched() {
     while [ "$1" != "--" ]; do launcher+=("$1"); shift; done
     shift
     echo "== $name: ${launcher[*]} genossa train $*"
+    rm -rf "/tmp/runs/$name"
     timeout "$limit" env -u RANK -u LOCAL_RANK -u WORLD_SIZE -u MASTER_ADDR -u MASTER_PORT \
         "${launcher[@]}" "$(command -v genossa)" train --quiet --out "/tmp/runs/$name" "$@" > "$OUT/logs/$name.log" 2>&1
     echo "   exit $?; $(grep -v '^\[' "$OUT/logs/$name.log" | tail -n 3 | tr '\n' ' ' | cut -c1-600)"
@@ -85,6 +87,7 @@ multi)
         | grep -E "NCCL|passed|failed|Error" | tail -n 8
     dp=("${fast[@]}" --set "data.fasta=$CORPUS" --set "data.held_out_contigs=[]" --set train.grad_accum=1
             --set train.activation_checkpointing=false --set train.steps=${DP_STEPS:-10})
+    run_train dp1-warm 60 --config small "${dp[@]}" --set train.steps=3  # compiles the Triton kernels once
     run_train dp1-zero1 110 --config small "${dp[@]}" --set train.zero_stage=1
     # the `deepspeed` launcher (its script: pip --target keeps one bin/, genossa's)
     run_launched dp2-zero1 110 python3 -m deepspeed.launcher.runner --num_gpus 2 -- --config small "${dp[@]}" \
@@ -153,4 +156,8 @@ jobs)
     timeout 100 python3 benchmarks/score_bench.py --preset small --window 131072 --dense-positions 512 --sparse-variants 16
     ;;
 esac
+# one archive of the logs and metrics (a call returns 8 files at most)
+if [ "$stage" != multi+long ] && [ "$stage" != pretrain ]; then
+    tar czf "$OUT/runs-$stage.tar.gz" -C "$OUT" logs $( [ -d "$OUT/metrics" ] && echo metrics ) && rm -rf "$OUT/logs" "$OUT/metrics"
+fi
 echo "stage $stage done in $((SECONDS - started)) s"
