@@ -147,13 +147,12 @@ bench)
     timeout 90 python3 benchmarks/score_bench.py --preset small --window 8192 131072 2>&1 | tail -n 8
     ;;
 jobs)
-    echo "== embed small"
-    timeout 200 python3 benchmarks/embed_bench.py --preset small --genome-mb 2 --batch-size 8 --chunk 131072 16384 --bare
+    echo "== embed small (profiled)"
+    timeout 170 python3 benchmarks/embed_bench.py --preset small --genome-mb 2 --batch-size 8 --chunk 131072 --bare --profile
     echo "== embed base"
     timeout 130 python3 benchmarks/embed_bench.py --preset base --genome-mb 2 --batch-size 4 --chunk 131072 --bare
-    echo "== score"
-    timeout 120 python3 benchmarks/score_bench.py --preset small --window 8192
-    timeout 100 python3 benchmarks/score_bench.py --preset small --window 131072 --dense-positions 512 --sparse-variants 16
+    echo "== score 8192 (profiled)"
+    timeout 200 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --sparse-variants 64 --profile
     ;;
 esac
 # one archive of the logs and metrics (a call returns 8 files at most)

@@ -16,7 +16,10 @@ Target (issue 7): >= 1,000 variants/s at 8,192 bases with the small preset.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import cProfile
 import json
+import pstats
 import tempfile
 import time
 from pathlib import Path
@@ -54,6 +57,8 @@ def main() -> None:
     ap.add_argument("--sparse-spacing", type=int, default=4000)
     ap.add_argument("--precision", default="bf16")
     ap.add_argument("--rc-average", action="store_true")
+    ap.add_argument("--vcfs", nargs="+", default=["dense", "sparse"], choices=["dense", "sparse"])
+    ap.add_argument("--profile", action="store_true", help="cProfile each run: the top functions by own time")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp())
@@ -70,13 +75,17 @@ def main() -> None:
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     for window in args.window:
         for batch in args.batch_size:
-            for name in ("warmup", "dense", "sparse"):
+            for name in ("warmup", *args.vcfs):
                 torch.cuda.reset_peak_memory_stats()
+                profiler = cProfile.Profile() if args.profile and name != "warmup" else None
                 t = time.perf_counter()
-                s = score_variants(model_dir, resources.ECOLI_FASTA, vcfs[name], tmp / f"{name}.scored.vcf.gz",
-                                   window=window, downstream=args.downstream, batch_size=batch,
-                                   precision=args.precision, rc_average=args.rc_average, progress=False)
+                with profiler or contextlib.nullcontext():
+                    s = score_variants(model_dir, resources.ECOLI_FASTA, vcfs[name], tmp / f"{name}.scored.vcf.gz",
+                                       window=window, downstream=args.downstream, batch_size=batch,
+                                       precision=args.precision, rc_average=args.rc_average, progress=False)
                 wall = time.perf_counter() - t
+                if profiler is not None:
+                    pstats.Stats(profiler).sort_stats("tottime").print_stats(14)
                 if name == "warmup":
                     continue
                 print(json.dumps({
