@@ -184,11 +184,8 @@ class ScanSparseAttention(nn.Module):
         )
         if cache is None:
             out = self._attend(q, k, v, sel, causal=True)
-        else:  # selected keys may come from the cache's pool, before k: gathered copies
-            sel_k, sel_v = self._gather(sel.pos, k, v, k_start, cache)
-            out = sparse_attention(q, k, v, sel_k, sel_v, sel.pos, sel.valid, chunk_size=self.chunk_size,
-                                   window=self.window, causal=True, q_start=start, k_start=k_start, scale=1.0,
-                                   impl=self.impl)
+        else:  # selected keys may come from the cache's pool, before k
+            out = self._attend_streaming(q, k, v, sel, start, k_start, cache)
         out = self.out_proj(out.flatten(2))
         if not return_cache:
             return out
@@ -210,6 +207,20 @@ class ScanSparseAttention(nn.Module):
             return sparse_attention_indexed(q, k, v, sel.pos, sel.valid, **kw)
         return sparse_attention(q, k, v, gather_selected(k, sel.pos), gather_selected(v, sel.pos), sel.pos,
                                 sel.valid, impl="naive", **kw)
+
+    def _attend_streaming(self, q: Tensor, k: Tensor, v: Tensor, sel, q_start: int, k_start: int,
+                          cache: AttentionCache) -> Tensor:
+        """Attention of a stream's next piece: the Triton kernel reads the selected keys by row
+        from [cache pool; k, v]; the reference takes gathered copies."""
+        kw = dict(chunk_size=self.chunk_size, window=self.window, causal=True, q_start=q_start, k_start=k_start,
+                  scale=1.0)
+        if resolve_impl("sparse_attention", self.impl, q) == "triton":
+            from genossa.ops.sparse_attention.triton import sparse_attention_indexed
+
+            return sparse_attention_indexed(q, k, v, sel.pos, sel.valid, pool_k=cache.pool_k, pool_v=cache.pool_v,
+                                            pool_pos=cache.pool.pos, **kw)
+        sel_k, sel_v = self._gather(sel.pos, k, v, k_start, cache)
+        return sparse_attention(q, k, v, sel_k, sel_v, sel.pos, sel.valid, impl="naive", **kw)
 
     @staticmethod
     def _gather(pos: Tensor, k: Tensor, v: Tensor, k_start: int, cache: AttentionCache | None):

@@ -178,6 +178,42 @@ def test_selected_before_the_keys_gathered_only():
         sat.sparse_attention_indexed(q, k, v, pos, torch.ones_like(valid), **kw)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_indexed_with_a_pool_equals_gathered(dtype):
+    """A stream's later piece: selected keys both from the cache's pool (positions before k_start,
+    any order in the pool) and from k. The indexed layout reads them by row from [pool; k]: the
+    output and the gradients of q, k, v and the pooled keys equal the gathered reference's."""
+    C, W, Tq, q_start, k_start, B, H = 16, 16, 40, 64, 48, 2, 2
+    q, k, v, pos, valid = make_case(Tq, dtype=dtype, chunk=C, window=W, n_sel=8, q_start=q_start,
+                                    k_start=k_start, seed=6, B=B, H=H)
+    g = torch.Generator().manual_seed(7)
+    early_k = torch.randn(B, k_start, H, 16, generator=g).to(dtype)  # keys at positions [0, k_start)
+    early_v = torch.randn(B, k_start, H, 24, generator=g).to(dtype)
+    pos[..., ::2] = torch.randint(0, k_start, pos[..., ::2].shape, generator=g)  # half from before the keys
+    pool_pos = torch.stack([torch.randperm(k_start, generator=g) for _ in range(B)])  # the pool: shuffled
+    kw = dict(chunk_size=C, window=W, q_start=q_start, k_start=k_start, scale=0.25)
+    dout = torch.randn(B, Tq, H, 24, generator=g).to(dtype)
+    ins = [t.clone().requires_grad_() for t in (q, k, v, early_k, early_v)]
+    all_k, all_v = torch.cat([ins[3], ins[1]], 1), torch.cat([ins[4], ins[2]], 1)
+    ref = naive_sparse_attention(ins[0].float(), ins[1].float(), ins[2].float(), gather_selected(all_k, pos).float(),
+                                 gather_selected(all_v, pos).float(), pos, valid, **kw)
+    ref_g = torch.autograd.grad(ref, ins, dout.float())
+    ins = [t.clone().requires_grad_() for t in (q, k, v, early_k, early_v)]
+    take = pool_pos[..., None, None]
+    pool_k = ins[3].gather(1, take.expand(-1, -1, H, 16))
+    pool_v = ins[4].gather(1, take.expand(-1, -1, H, 24))
+    out = sat.sparse_attention_indexed(*ins[:3], pos, valid, pool_k=pool_k, pool_v=pool_v, pool_pos=pool_pos, **kw)
+    out_g = torch.autograd.grad(out, ins, dout)
+    assert rel(out, ref) < FWD_TOL[dtype]
+    for name, a, b in zip(("q", "k", "v", "pool_k", "pool_v"), out_g, ref_g):
+        assert b.norm() > 0, name
+        assert rel(a, b) < GRAD_TOL[dtype], (name, rel(a, b))
+    pool_pos[pool_pos == pos[0, 0, 0]] = k_start + 100  # a selected position missing from the pool is refused
+    with pytest.raises(ValueError, match="outside the keys"):
+        sat.sparse_attention_indexed(q, k, v, pos, torch.ones_like(valid), pool_k=pool_k, pool_v=pool_v,
+                                     pool_pos=pool_pos, **kw)
+
+
 @pytest.mark.parametrize("chunk,window,block_m,block_n", [(24, 20, 64, 16), (16, 24, 32, 32), (32, 16, 16, 16), (16, 48, 16, 16)])
 def test_tile_shapes(monkeypatch, chunk, window, block_m, block_n):
     """Chunks that no power-of-two tile divides (rows masked), tiles larger than the chunk,

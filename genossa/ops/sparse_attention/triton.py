@@ -192,30 +192,57 @@ def sparse_attention_indexed(
     q_start: int = 0,
     k_start: int = 0,
     scale: float | None = None,
+    pool_k: Tensor | None = None,
+    pool_v: Tensor | None = None,
+    pool_pos: Tensor | None = None,
 ) -> Tensor:
     """Sparse attention whose selected keys are read from k, v at sel_pos (no gathered copy).
 
     Equals `sparse_attention_triton(q, k, v, gather_selected(k, sel_pos, k_start),
     gather_selected(v, sel_pos, k_start), sel_pos, sel_valid, ...)`; gradients flow to q, k, v.
-    Every used position (valid, outside the local span, ...) must lie in [k_start, k_start + Tk):
-    a ValueError otherwise (checked on the device, one synchronisation).
+    Every used position (valid, outside the local span, ...) must lie in [k_start, k_start + Tk)
+    or, with a pool (a streaming cache's keys pool_k / pool_v [B, P, H, D] at positions pool_pos
+    [B, P], all before k_start), be one of the pool's positions: a ValueError otherwise (checked
+    on the device, one synchronisation). The pool's rows go in front of k (P rows, read by index
+    like k's), so streaming keeps the O(Tq) memory of the whole-sequence pass; gradients flow to
+    pool_k and pool_v too.
     """
     _check(q, k, v, sel_pos, sel_valid, chunk_size, window, causal, q_start, k_start)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     dt = q.dtype
-    q, k, v = (_last_contiguous(t.to(dt)) for t in (q, k, v))
     if q.shape[1] == 0:
         return q.new_zeros(*q.shape[:3], v.shape[-1])
     use = usable_selection(sel_pos, sel_valid, q_start=q_start, chunk_size=chunk_size, window=window, causal=causal)
-    outside = use & ((sel_pos < k_start) | (sel_pos >= k_start + k.shape[1]))
-    if bool(outside.any()):
+    row_pos, known = sel_pos, (sel_pos >= k_start) & (sel_pos < k_start + k.shape[1])
+    if pool_k is not None and k_start > 0:
+        # rows of [pool; k] as positions from k_start - P: the kernel's local spans (>= k_start,
+        # since k_start <= q_start - window) keep their rows, pooled keys take rows 0..P-1
+        n_pool = pool_k.shape[1]
+        slot, in_pool = _pool_slots(sel_pos, pool_pos)
+        in_pool &= sel_pos < k_start
+        row_pos = torch.where(in_pool, k_start - n_pool + slot, sel_pos)
+        known |= in_pool
+        k, v = torch.cat([pool_k.to(k.dtype), k], 1), torch.cat([pool_v.to(v.dtype), v], 1)
+        k_start -= n_pool
+    if bool((use & ~known).any()):
         raise ValueError(
             f"sparse_attention_indexed: a selected position lies outside the keys [{k_start}, "
-            f"{k_start + k.shape[1]}); pass gathered keys to sparse_attention_triton instead"
+            f"{k_start + k.shape[1]}) and the pool; pass gathered keys to sparse_attention_triton instead"
         )
-    rows, cnt = compact_selection(use, sel_pos, indexed=True, k_start=k_start)
+    q, k, v = (_last_contiguous(t.to(dt)) for t in (q, k, v))
+    rows, cnt = compact_selection(use, row_pos, indexed=True, k_start=k_start)
     return SparseAttentionFunction.apply(q, k, v, None, None, rows, cnt, chunk_size, window, causal, q_start,
                                          k_start, scale)
+
+
+def _pool_slots(sel_pos: Tensor, pool_pos: Tensor) -> tuple[Tensor, Tensor]:
+    """(slot [B, NC, K], found [B, NC, K]): where each selected position sits in pool_pos [B, P]
+    (sorted search, O(NC * K * log P) with no [NC, K, P] comparison)."""
+    ordered, order = pool_pos.sort(-1)
+    flat = sel_pos.reshape(sel_pos.shape[0], -1).contiguous()
+    idx = torch.searchsorted(ordered.contiguous(), flat).clamp_max(pool_pos.shape[1] - 1)
+    found = ordered.gather(1, idx) == flat
+    return order.gather(1, idx).view_as(sel_pos), found.view_as(sel_pos)
 
 
 __all__ = [
