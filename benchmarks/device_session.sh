@@ -147,12 +147,16 @@ bench)
     timeout 90 python3 benchmarks/score_bench.py --preset small --window 8192 131072 2>&1 | tail -n 8
     ;;
 jobs)
+    echo "== GPU tests of the streaming attention (pooled keys by row), on 1 or 2 GPUs"
+    PYTHONSAFEPATH=1 timeout 100 python3 -m pytest -q -s -p no:cacheprovider tests/parallel/test_sequence_parallel_nccl.py \
+        tests/models/test_model_kernels.py "tests/ops/test_sparse_attention_triton.py::test_indexed_with_a_pool_equals_gathered" \
+        2>&1 | grep -E "NCCL|passed|failed|Error" | tail -n 6
     echo "== embed small (profiled)"
-    timeout 170 python3 benchmarks/embed_bench.py --preset small --genome-mb 2 --batch-size 8 --chunk 131072 --bare --profile
+    timeout 130 python3 benchmarks/embed_bench.py --preset small --genome-mb 2 --batch-size 8 --chunk 131072 --bare --profile
     echo "== embed base"
-    timeout 130 python3 benchmarks/embed_bench.py --preset base --genome-mb 2 --batch-size 4 --chunk 131072 --bare
+    timeout 90 python3 benchmarks/embed_bench.py --preset base --genome-mb 1 --batch-size 4 --chunk 131072 --bare
     echo "== score 8192 (profiled)"
-    timeout 200 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --sparse-variants 64 --profile
+    timeout 150 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 512 --sparse-variants 48 --profile
     ;;
 esac
 # one archive of the logs and metrics (a call returns 8 files at most)
