@@ -119,14 +119,16 @@ def main() -> None:
                        "chunk": chunk, "bases": s.bases, "embed_bases_per_s": round(s.bases_per_second),
                        "wall_s": round(wall, 2), "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
                        "hours_for_3.1Gb": round(3.1e9 / s.bases_per_second / 3600, 2)}
+                print(json.dumps(row), flush=True)  # before the slower extras, in case a time limit cuts them
                 if args.bare or args.profile:
                     m = GenossaLM.from_pretrained(ckpt, map_location="cuda").eval()
                     if args.bare:
-                        row["bare_model_bases_per_s"] = round(bare_model(m, bs, args.window, chunk))
+                        bare = round(bare_model(m, bs, args.window, chunk))
+                        print(json.dumps({"preset": preset, "batch_size": bs, "chunk": chunk,
+                                          "bare_model_bases_per_s": bare}), flush=True)
                     if args.profile:
                         profile_model(m, bs, args.window, chunk)
                     del m
-                print(json.dumps(row), flush=True)
         del model
         torch.cuda.empty_cache()
 
