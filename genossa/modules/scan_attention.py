@@ -140,7 +140,9 @@ class ScanSparseAttention(nn.Module):
         ws = self.summary_q(s).view(bsz, T, H, D)
         wks = self.summary_k(s).view(bsz, T, H, D)
         q_wide, k_wide = fold_scan_bias(q, k, ws, wks, self.lam, self.mu, scale=1.0 / math.sqrt(D))
-        return q_wide, k_wide, v
+        # under autocast the projections are 16-bit but lam, mu (fp32 parameters) promote the folded
+        # q, k to fp32, which would put the attention kernel on its ~100x slower fp32 path
+        return q_wide.to(v.dtype), k_wide.to(v.dtype), v
 
     def forward(
         self,
