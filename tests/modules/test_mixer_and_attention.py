@@ -122,3 +122,18 @@ def test_norms_and_mlp():
     z = torch.randn(3, 7, 16)
     torch.testing.assert_close(RMSNormGated(16)(x, z), RMSNorm(16)(x * torch.nn.functional.silu(z)))
     assert SwiGLU(16, 2.0)(x).shape == x.shape
+
+
+def test_projections_keep_the_autocast_dtype():
+    """Under bf16 autocast the fp32 bias parameters (lam, mu) must not promote the folded q, k
+    to fp32: the Triton attention would take its fp32 path (measured ~100x slower on an H200)."""
+    attn = ScanSparseAttention(32, 48, 2, 8, summary_dim=6, window=8, chunk_size=8, topk_base=2,
+                               topk_alpha=4.0, topk_cap=4, causal=True, bias_init=0.3)
+    x, scan = torch.randn(1, 16, 32), torch.randn(1, 16, 48)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        q, k, v = attn._project(x, scan)
+    assert q.dtype == k.dtype == v.dtype == torch.bfloat16
+    q32, k32, _ = attn._project(x, scan)  # no autocast: fp32 throughout, the same numbers to bf16 precision
+    assert q32.dtype == torch.float32
+    torch.testing.assert_close(q.float(), q32, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(k.float(), k32, rtol=2e-2, atol=2e-2)

@@ -187,12 +187,13 @@ def test_indexed_with_a_pool_equals_gathered(dtype):
     q, k, v, pos, valid = make_case(Tq, dtype=dtype, chunk=C, window=W, n_sel=8, q_start=q_start,
                                     k_start=k_start, seed=6, B=B, H=H)
     g = torch.Generator().manual_seed(7)
-    early_k = torch.randn(B, k_start, H, 16, generator=g).to(dtype)  # keys at positions [0, k_start)
-    early_v = torch.randn(B, k_start, H, 24, generator=g).to(dtype)
-    pos[..., ::2] = torch.randint(0, k_start, pos[..., ::2].shape, generator=g)  # half from before the keys
-    pool_pos = torch.stack([torch.randperm(k_start, generator=g) for _ in range(B)])  # the pool: shuffled
+    to = dict(device=DEVICE, dtype=dtype)
+    early_k = torch.randn(B, k_start, H, 16, generator=g).to(**to)  # keys at positions [0, k_start)
+    early_v = torch.randn(B, k_start, H, 24, generator=g).to(**to)
+    pos[..., ::2] = torch.randint(0, k_start, pos[..., ::2].shape, generator=g).to(DEVICE)  # half before the keys
+    pool_pos = torch.stack([torch.randperm(k_start, generator=g) for _ in range(B)]).to(DEVICE)  # shuffled pool
     kw = dict(chunk_size=C, window=W, q_start=q_start, k_start=k_start, scale=0.25)
-    dout = torch.randn(B, Tq, H, 24, generator=g).to(dtype)
+    dout = torch.randn(B, Tq, H, 24, generator=g).to(**to)
     ins = [t.clone().requires_grad_() for t in (q, k, v, early_k, early_v)]
     all_k, all_v = torch.cat([ins[3], ins[1]], 1), torch.cat([ins[4], ins[2]], 1)
     ref = naive_sparse_attention(ins[0].float(), ins[1].float(), ins[2].float(), gather_selected(all_k, pos).float(),
