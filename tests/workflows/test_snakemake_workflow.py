@@ -169,3 +169,20 @@ def test_a_bundled_model_name_is_a_checkpoint(workflow_run):
     assert ("train", "") not in jobs and sorted(s for r, s in jobs if r == "embed_shard") == SHARDS
     # the jobs read the bundled model's files
     assert str(resolve_checkpoint(DEFAULT_MODEL)[0] / "model.safetensors") in dry.stdout + dry.stderr
+
+
+def test_local_gpus_pin_each_shard_job_to_one_gpu(workflow_run):
+    """With local_gpus the two shards' embed and score jobs run on cuda:0 and cuda:1 (shard
+    order) and each declares its GPU as a resource, so --resources gpu_N=1 keeps one job per GPU."""
+    root, _, _ = workflow_run
+    dry = _snakemake(root, "-n", "-p", "--config", "local_gpus=[0, 1]", "outdir=two_gpus")
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    out = dry.stdout + dry.stderr
+    for rule in ("embed_shard", "score_shard"):
+        blocks = [b for b in re.split(r"\n(?=\[.*\]\n(?:local)?rule )", out) if re.search(rf"^rule {rule}:", b, re.M)]
+        assert len(blocks) == 2, rule
+        for block in blocks:
+            shard = re.search(r"shard=([\w.-]+)", block).group(1)
+            gpu = SHARDS.index(shard)
+            assert f"--device cuda:{gpu}" in block, (rule, shard)
+            assert f"gpu_{gpu}=1" in block and f"gpu_{1 - gpu}=0" in block, (rule, shard)

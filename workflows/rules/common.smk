@@ -16,11 +16,28 @@ SHARD_IDS = [s.id for s in SHARDS]
 GENOSSA = config.get("genossa", "genossa")
 FASTA_ARGS = " ".join(f"--fasta {shlex.quote(f)}" for f in FASTA)
 GPUS = int(config.get("gpus_per_job", 0))
+LOCAL_GPUS = [int(g) for g in (config.get("local_gpus") or [])]
 
 
 wildcard_constraints:
     shard="|".join(map(re.escape, SHARD_IDS)),
     vcf="|".join(map(re.escape, VCFS)) if VCFS else "(?!)",
+
+
+def shard_device(wildcards):
+    """--device of a shard's embed/score job: config `device`, or with `local_gpus` the shard's
+    own GPU (round robin over the shards in reference order)."""
+    if not LOCAL_GPUS:
+        return config["device"]
+    return f"cuda:{LOCAL_GPUS[SHARD_IDS.index(wildcards.shard) % len(LOCAL_GPUS)]}"
+
+
+def shard_gpu_resources():
+    """Resources of a shard's job on its GPU: gpu_<N> = 1 for its GPU N, 0 for the others, so
+    `--resources gpu_0=1 gpu_1=1 ...` runs one job per GPU at a time."""
+    return {
+        f"gpu_{g}": (lambda wildcards, g=g: int(shard_device(wildcards) == f"cuda:{g}")) for g in LOCAL_GPUS
+    }
 
 
 def model_dir():

@@ -34,11 +34,12 @@ rule embed_shard:
         genossa=GENOSSA,
         fasta=FASTA_ARGS,
         model=model_path,
-        device=config["device"],
+        device=shard_device,
         options=embed_options(),
     threads: config["threads"]["embed"]
     resources:
         gpu=GPUS,
+        **shard_gpu_resources(),
         mem_mb=config["mem_mb"]["embed"],
     conda:
         "../envs/genossa.yaml"

@@ -36,11 +36,12 @@ rule score_shard:
         genossa=GENOSSA,
         fasta=FASTA_ARGS,
         model=model_path,
-        device=config["device"],
+        device=shard_device,
         options=score_options(),
     threads: config["threads"]["score"]
     resources:
         gpu=GPUS,
+        **shard_gpu_resources(),
         mem_mb=config["mem_mb"]["score"],
     conda:
         "../envs/genossa.yaml"
