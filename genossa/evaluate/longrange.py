@@ -146,6 +146,10 @@ class RecallScore:
     recall_bits: float
     recall_correct: int
     background_bits: float
+    selection_chunks: int = 0
+    """(attention block, query chunk) pairs whose chunk overlaps the recall copy."""
+    selection_hits: int = 0
+    """Of those, the pairs whose selected keys include a base of the key's first copy."""
 
 
 @dataclass
@@ -168,6 +172,14 @@ class RecallResult:
     def accuracy(self) -> float:
         return self._sum("recall_correct") / self._sum("targets")
 
+    @property
+    def key_hit_rate(self) -> float:
+        """Fraction of the recall copy's query chunks (over blocks) whose selected keys reach the
+        key's first copy: whether the selection let attention see the key at all (nan: no
+        attention blocks)."""
+        chunks = self._sum("selection_chunks")
+        return self._sum("selection_hits") / chunks if chunks else math.nan
+
     def format(self) -> str:
         distances = sorted({r.distance for r in self.rows})
         return "\n".join([
@@ -176,6 +188,7 @@ class RecallResult:
             f"recall bits/base      {self.recall_bits_per_base:.4f}  (0 = perfect recall)",
             f"background bits/base  {self.background_bits_per_base:.4f}  (2 = chance; the same number of bases just before the copy)",
             f"recall accuracy       {self.accuracy:.4f}  (argmax = the key's base; chance 0.25)",
+            f"key hit rate          {self.key_hit_rate:.4f}  (query chunks of the copy whose selected keys include the key)",
         ])
 
 
@@ -204,6 +217,9 @@ def score_recall(checkpoint: str | Path, benchmark: str | Path, *, chunk: int = 
     step = model.config.attn_chunk
     chunk = max(step, chunk // step * step)
     rows = read_labels(f"{benchmark}.tsv")[:max_records]
+    attentions = [b.attention for b in model.blocks if getattr(b, "attention", None) is not None]
+    for attention in attentions:
+        attention.record_selection = True
     genome = FastaGenome([f"{benchmark}.fa"])
     out = []
     for row in rows:
@@ -213,11 +229,35 @@ def score_recall(checkpoint: str | Path, benchmark: str | Path, *, chunk: int = 
         end = rs + k
         tokens = torch.from_numpy(tokenize(genome.fetch(row["record"], 0, end)).astype(np.int64))[None].to(loaded.device)
         lo = rs - (k - 1)  # first control target; logits at t - 1 predict target t
-        logits = torch.cat([o.logits[0].float() for o in iter_stream(model, tokens.split(chunk, dim=1))])  # [end, V]
+        key_span, recall_span = (row["key_start"], row["key_start"] + k), (rs, end)
+        pieces, hits, chunks, start = [], 0, 0, 0
+        for piece, output in zip(tokens.split(chunk, dim=1), iter_stream(model, tokens.split(chunk, dim=1))):
+            pieces.append(output.logits[0].float())
+            h, c = _selection_hits(attentions, start, key_span, recall_span)
+            hits, chunks, start = hits + h, chunks + c, start + piece.shape[1]
+        logits = torch.cat(pieces)  # [end, V]
         pred, targets = logits[lo - 1:end - 1], tokens[0, lo:end]  # [2k - 1, V], [2k - 1]
         bits = F.cross_entropy(pred, targets, reduction="none") / math.log(2)
         control, recall = bits[:k - 1], bits[k:]  # target rs (the copy's first base) is in neither
         correct = (pred[k:].argmax(-1) == targets[k:]).sum()
         out.append(RecallScore(row["record"], row["distance"], k - 1, float(recall.sum()), int(correct),
-                               float(control.sum())))
+                               float(control.sum()), chunks, hits))
+    for attention in attentions:
+        attention.record_selection, attention.last_selection = False, None
     return RecallResult(out, str(checkpoint))
+
+
+def _selection_hits(attentions, q_start: int, key_span: tuple[int, int], recall_span: tuple[int, int]):
+    """(hits, chunks) of one streamed piece starting at q_start: over the attention blocks, the
+    query chunks overlapping recall_span, and how many of them selected a key in key_span."""
+    hits = chunks = 0
+    for attention in attentions:
+        sel = attention.last_selection
+        if sel is None:
+            continue
+        starts = q_start + attention.chunk_size * np.arange(sel.pos.shape[1])
+        over = (starts < recall_span[1]) & (starts + attention.chunk_size > recall_span[0])
+        in_key = (sel.valid & (sel.pos >= key_span[0]) & (sel.pos < key_span[1])).any(-1)[0].cpu().numpy()
+        hits += int(in_key[over].sum())
+        chunks += int(over.sum())
+    return hits, chunks

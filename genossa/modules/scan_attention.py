@@ -119,6 +119,9 @@ class ScanSparseAttention(nn.Module):
         self.topk_base, self.topk_alpha, self.topk_cap = topk_base, topk_alpha, topk_cap
         self.causal = causal
         self.impl = impl  # attention implementation: auto / naive / triton (ops.sparse_attention)
+        # diagnostics (genossa eval recall): with record_selection, each forward keeps its Selection
+        self.record_selection = False
+        self.last_selection = None
         self.qkv = nn.Linear(d_model, 3 * n_heads * head_dim, bias=False)
         self.summary = nn.Linear(scan_dim, summary_dim)  # S: per-position scan summaries
         self.summary_q = nn.Linear(summary_dim, n_heads * head_dim, bias=False)  # W, compared with q_i
@@ -171,6 +174,8 @@ class ScanSparseAttention(nn.Module):
             if cache is not None or return_cache:
                 raise ValueError("bidirectional attention sees the whole sequence: it cannot stream")
             sel = select_bidirectional(importance, complexity, **kw)
+            if self.record_selection:
+                self.last_selection = sel
             return self.out_proj(self._attend(q, k, v, sel, causal=False).flatten(2))
 
         start = 0 if cache is None else cache.pos
@@ -184,6 +189,8 @@ class ScanSparseAttention(nn.Module):
             importance, complexity, q_start=start, n_queries=q.shape[1], score_start=k_start,
             state=cache.pool if cache is not None else None, **kw,
         )
+        if self.record_selection:
+            self.last_selection = sel
         if cache is None:
             out = self._attend(q, k, v, sel, causal=True)
         else:  # selected keys may come from the cache's pool, before k

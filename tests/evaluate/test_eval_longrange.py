@@ -88,3 +88,52 @@ def test_recall_score_matches_a_one_shot_recomputation(tmp_path):
                                       str(tmp_path / "b"), "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert "recall accuracy" in result.output
+
+
+def test_key_hit_rate_matches_the_selection_recomputed_from_the_scan(tmp_path):
+    """The key hit rate counts, over blocks, the recall copy's query chunks whose selected keys
+    include a base of the key: recomputed here from each block's scan outputs with select_causal,
+    and the same whether the record is streamed in pieces or run at once."""
+    import numpy as np
+    import torch
+
+    from genossa.evaluate.longrange import score_recall
+    from genossa.models.config import tiny
+    from genossa.models.hybrid import GenossaLM
+    from genossa.ops.sparse_attention import combine_scales, select_causal
+    from genossa.sequence.tokenize import tokenize
+
+    torch.manual_seed(0)
+    cfg = tiny(attn_window=8, attn_chunk=8, topk_base=16, topk_alpha=8.0, topk_cap=32)
+    GenossaLM(cfg).save_pretrained(tmp_path / "m")
+    # an untrained model's scan importance grows with position (its state norm accumulates), so it
+    # selects the keys just before the local span: at distance 32 some copy chunks reach the key, some not
+    write_benchmark(tmp_path / "b", 4, distance=32, key_length=8, margin=16, seed=3)
+    one_shot = score_recall(tmp_path / "m", tmp_path / "b", chunk=4096, device="cpu")
+    streamed = score_recall(tmp_path / "m", tmp_path / "b", chunk=16, device="cpu")
+    assert [(r.selection_chunks, r.selection_hits) for r in streamed.rows] == \
+        [(r.selection_chunks, r.selection_hits) for r in one_shot.rows]
+
+    model = GenossaLM.from_pretrained(tmp_path / "m").eval()
+    hits = chunks = 0
+    for i, row in enumerate(read_labels(tmp_path / "b.tsv")):
+        rec = recall_record(i, distance=32, key_length=8, margin=16, seed=3)
+        end = rec.recall_start + 8
+        tokens = torch.from_numpy(tokenize(rec.sequence[:end]).astype(np.int64))[None]
+        seen = []
+        hooks = [b.attention.register_forward_pre_hook(lambda m, args: seen.append((m, args))) for b in model.blocks]
+        with torch.no_grad():
+            model(tokens)
+        for h in hooks:
+            h.remove()
+        for attention, (_, _, norm, change) in seen:
+            importance, complexity = combine_scales(norm, change)
+            sel, _ = select_causal(importance, complexity, q_start=0, n_queries=end, chunk_size=8, window=8,
+                                   base=16, alpha=8.0, cap=32)
+            for c in range(sel.pos.shape[1]):
+                if c * 8 < end and c * 8 + 8 > rec.recall_start:
+                    chunks += 1
+                    keys = sel.pos[0, c][sel.valid[0, c]]
+                    hits += bool(((keys >= rec.key_start) & (keys < rec.key_start + 8)).any())
+    assert one_shot.key_hit_rate == pytest.approx(hits / chunks) and chunks == sum(r.selection_chunks for r in one_shot.rows)
+    assert 0 < hits < chunks  # the check is not vacuous: some chunks reach the key, some do not
