@@ -56,6 +56,7 @@ COLUMNS = (
     "variant", "seed", "description", "params", "attention", "selection", "attn_window", "ssm_heads", "steps",
     "tokens", "train_seconds", "wall_seconds", "tokens_per_s", "peak_memory_mib", "load_avg", "final_train_bpb",
     "heldout_bpb", "heldout_targets", "recall_bpb", "recall_background_bpb", "recall_accuracy", "recall_targets",
+    "recall_key_hit_rate",
 )
 # environment of a launcher or of an earlier process group: each training child makes its own
 _PROCESS_GROUP_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
@@ -85,6 +86,9 @@ class StudyConfig:
     recall_distance: int | None = None
     """Distance between the key copies; None = window / 2."""
     recall_key_length: int = 32
+    train_recall_records: int = 0
+    """Recall records (another seed than the evaluation's) added to every variant's training
+    FASTA, so that attention has something to find; 0 = the genome alone."""
     progress: bool = True
 
 
@@ -240,6 +244,25 @@ def recall_benchmark(study: StudyConfig, window: int, out_dir: Path) -> tuple[Pa
     return prefix, distance
 
 
+TRAIN_RECALL_SEED = 777  # the evaluation benchmark uses 12345: no evaluation record is trained on
+
+
+def with_recall_training(cfg: GenossaConfig, study: StudyConfig, distance: int, out_dir: Path) -> GenossaConfig:
+    """cfg whose training FASTA also holds study.train_recall_records recall records of the
+    evaluation's distance and key length (each record one padded window)."""
+    from genossa import resources
+    from genossa.evaluate.longrange import write_benchmark
+
+    key = study.recall_key_length
+    margin = max(0, (cfg.data.window - distance - key) // 4)
+    prefix = out_dir / f"recall_train_d{distance}"
+    if not Path(f"{prefix}.tsv").exists():
+        write_benchmark(prefix, study.train_recall_records, distance=distance, key_length=key, margin=margin,
+                        seed=TRAIN_RECALL_SEED)
+    fasta = [str(f) for f in cfg.data.fasta] or [str(resources.ECOLI_FASTA)]
+    return replace(cfg, data=replace(cfg.data, fasta=(*fasta, f"{prefix}.fa")))
+
+
 def evaluate_variant(export_dir: Path, cfg: GenossaConfig, fasta: list[str], bed: Path, recall_prefix: Path,
                      eval_windows: int | None, device: str) -> dict:
     from genossa.evaluate.bpb import evaluate_bpb
@@ -252,6 +275,7 @@ def evaluate_variant(export_dir: Path, cfg: GenossaConfig, fasta: list[str], bed
         heldout_bpb=bpb.bits_per_base, heldout_targets=bpb.total.forward.targets,
         recall_bpb=recall.recall_bits_per_base, recall_background_bpb=recall.background_bits_per_base,
         recall_accuracy=recall.accuracy, recall_targets=sum(r.targets for r in recall.rows),
+        recall_key_hit_rate=recall.key_hit_rate,
     )
 
 
@@ -270,6 +294,8 @@ def run_study(study: StudyConfig, command: str | None = None) -> list[dict]:
         fasta, bed = held_out_bed(base, out)
         if recall_prefix is None:
             recall_prefix, distance = recall_benchmark(study, base.data.window, out)
+        if study.train_recall_records:
+            base = with_recall_training(base, study, distance, out)
         for v in variants:
             cfg = replace(base, model=v.model)
             name = v.name if len(study.seeds) == 1 else f"{v.name}_s{seed}"
@@ -358,21 +384,26 @@ def write_markdown(rows: list[dict], path: Path, *, study: StudyConfig, base: Ge
         f"- long-range recall: {study.recall_records} records, key of {study.recall_key_length} bases repeated "
         f"{distance:,} bases later (local span of the sparse variants: {base.model.attn_window} + "
         f"{base.model.attn_chunk}); accuracy = argmax on the copy (chance 0.25)",
+        f"- key hit rate: fraction of the recall copy's query chunks (over attention blocks) whose selected "
+        f"keys include a base of the key's first copy"
+        + (f"; training FASTA: the genome + {study.train_recall_records} recall records of another seed"
+           if study.train_recall_records else ""),
         f"- peak memory: {peak_kind} of the training process; load: the machine's 1-min load average "
         f"around each training run (higher than the run's own threads = shared cores, inflated times)",
     ]
     if command:
         lines.append(f"- command: `{command}`")
     lines += ["", "| variant | params | steps | tokens | train s | tokens/s | peak MiB | load | held-out bits/base "
-                  "| recall bits/base | recall accuracy |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| recall bits/base | recall accuracy | key hit rate |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         label = r["variant"] + (f" (seed {r['seed']})" if len(seeds) > 1 else "")
         lines.append(
             f"| {label}: {r['description']} | {int(r['params']):,} | {r['steps']} | {int(r['tokens']):,} "
             f"| {float(r['train_seconds']):.0f} | {float(r['tokens_per_s']):,.0f} | {float(r['peak_memory_mib']):,.0f} "
             f"| {float(r['load_avg']):.1f} "
-            f"| {float(r['heldout_bpb']):.4f} | {float(r['recall_bpb']):.4f} | {float(r['recall_accuracy']):.3f} |"
+            f"| {float(r['heldout_bpb']):.4f} | {float(r['recall_bpb']):.4f} | {float(r['recall_accuracy']):.3f} "
+            f"| {float(r.get('recall_key_hit_rate', 'nan')):.3f} |"
         )
     found = margins(rows)
     if found:
@@ -437,6 +468,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--eval-windows", type=int, default=64, help="Held-out windows scored (0 = all).")
     p.add_argument("--recall-records", type=int, default=32)
     p.add_argument("--recall-distance", type=int, help="Distance of the key copies [default: window / 2].")
+    p.add_argument("--train-recall-records", type=int, default=0,
+                   help="Recall records (another seed) added to the training FASTA of every variant.")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="Override a key of the base run, e.g. train.lr=0.002 (repeatable).")
     p.add_argument("--quiet", action="store_true")
@@ -450,7 +483,8 @@ def main(argv: list[str] | None = None) -> None:
         steps=args.steps, window=args.window, micro_batch_size=args.micro_batch, device=args.device,
         seeds=tuple(int(s) for s in args.seeds.split(",")), variants=tuple(args.variants.split(",")),
         eval_windows=args.eval_windows or None, recall_records=args.recall_records,
-        recall_distance=args.recall_distance, progress=not args.quiet,
+        recall_distance=args.recall_distance, train_recall_records=args.train_recall_records,
+        progress=not args.quiet,
     )
     command = shlex.join(["python", "-m", "genossa.pipelines.study", *(sys.argv[1:] if argv is None else argv)])
     run_study(study, command)

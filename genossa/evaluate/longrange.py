@@ -149,7 +149,7 @@ class RecallScore:
     selection_chunks: int = 0
     """(attention block, query chunk) pairs whose chunk overlaps the recall copy."""
     selection_hits: int = 0
-    """Of those, the pairs whose selected keys include a base of the key's first copy."""
+    """Of those, the pairs whose selected keys (or local span) include a base of the key's first copy."""
 
 
 @dataclass
@@ -174,9 +174,9 @@ class RecallResult:
 
     @property
     def key_hit_rate(self) -> float:
-        """Fraction of the recall copy's query chunks (over blocks) whose selected keys reach the
-        key's first copy: whether the selection let attention see the key at all (nan: no
-        attention blocks)."""
+        """Fraction of the recall copy's query chunks (over blocks) whose attention pattern (the
+        selected keys, or the local span) reaches the key's first copy: whether attention could see
+        the key at all (nan: no attention blocks)."""
         chunks = self._sum("selection_chunks")
         return self._sum("selection_hits") / chunks if chunks else math.nan
 
@@ -188,7 +188,7 @@ class RecallResult:
             f"recall bits/base      {self.recall_bits_per_base:.4f}  (0 = perfect recall)",
             f"background bits/base  {self.background_bits_per_base:.4f}  (2 = chance; the same number of bases just before the copy)",
             f"recall accuracy       {self.accuracy:.4f}  (argmax = the key's base; chance 0.25)",
-            f"key hit rate          {self.key_hit_rate:.4f}  (query chunks of the copy whose selected keys include the key)",
+            f"key hit rate          {self.key_hit_rate:.4f}  (query chunks of the copy whose attention reaches the key)",
         ])
 
 
@@ -249,7 +249,7 @@ def score_recall(checkpoint: str | Path, benchmark: str | Path, *, chunk: int = 
 
 def _selection_hits(attentions, q_start: int, key_span: tuple[int, int], recall_span: tuple[int, int]):
     """(hits, chunks) of one streamed piece starting at q_start: over the attention blocks, the
-    query chunks overlapping recall_span, and how many of them selected a key in key_span."""
+    query chunks overlapping recall_span, and how many of them attend to a base of key_span."""
     hits = chunks = 0
     for attention in attentions:
         sel = attention.last_selection
@@ -258,6 +258,8 @@ def _selection_hits(attentions, q_start: int, key_span: tuple[int, int], recall_
         starts = q_start + attention.chunk_size * np.arange(sel.pos.shape[1])
         over = (starts < recall_span[1]) & (starts + attention.chunk_size > recall_span[0])
         in_key = (sel.valid & (sel.pos >= key_span[0]) & (sel.pos < key_span[1])).any(-1)[0].cpu().numpy()
-        hits += int(in_key[over].sum())
+        # or the key lies in the chunk's local span (dense attention: window >= distance)
+        local = (np.maximum(starts - attention.window, 0) < key_span[1]) & (starts + attention.chunk_size > key_span[0])
+        hits += int((in_key | local)[over].sum())
         chunks += int(over.sum())
     return hits, chunks
