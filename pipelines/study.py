@@ -384,8 +384,8 @@ def write_markdown(rows: list[dict], path: Path, *, study: StudyConfig, base: Ge
         f"- long-range recall: {study.recall_records} records, key of {study.recall_key_length} bases repeated "
         f"{distance:,} bases later (local span of the sparse variants: {base.model.attn_window} + "
         f"{base.model.attn_chunk}); accuracy = argmax on the copy (chance 0.25)",
-        f"- key hit rate: fraction of the recall copy's query chunks (over attention blocks) whose selected "
-        f"keys include a base of the key's first copy"
+        f"- key hit rate: fraction of the recall copy's query chunks (over attention blocks) whose attention "
+        f"(selected keys or local span) reaches a base of the key's first copy"
         + (f"; training FASTA: the genome + {study.train_recall_records} recall records of another seed"
            if study.train_recall_records else ""),
         f"- peak memory: {peak_kind} of the training process; load: the machine's 1-min load average "
