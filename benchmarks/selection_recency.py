@@ -7,6 +7,7 @@ candidates (a pure sliding-window extension would give 1.0; a uniform draw ~ bud
 
     python benchmarks/selection_recency.py --bases 8192                 # the bundled model
     python benchmarks/selection_recency.py --bases 8192 --untrained tiny  # a fresh model of a preset
+    python benchmarks/selection_recency.py --bases 8192 --selection change  # rank by the state change alone
 """
 import argparse
 
@@ -25,6 +26,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bases", type=int, default=8192)
     ap.add_argument("--untrained", metavar="PRESET", help="a randomly initialised model of this preset instead")
+    ap.add_argument("--selection", choices=["scan", "change", "random", "strided"],
+                    help="rank keys this way instead of the model's own rule (same weights)")
     args = ap.parse_args()
     torch.manual_seed(0)
     if args.untrained:
@@ -35,6 +38,8 @@ def main() -> None:
     seq = FastaGenome([str(resources.ECOLI_FASTA)]).fetch("NC_007779.1_2000000_2100000", 0, args.bases)
     for block in model.blocks:
         block.attention.record_selection = True
+        if args.selection:  # the rule is read at each forward: switching it keeps the weights
+            block.attention.selection = args.selection
     with torch.no_grad():
         model(torch.from_numpy(tokenize(seq).astype(np.int64))[None])
     print("| block | selected keys | median distance behind the local span | among the budget most recent "

@@ -150,6 +150,7 @@ def make_variants(model: ModelConfig, window: int, names=VARIANTS) -> list[Varia
     base = replace(model, attention=True, selection="scan")
     every = {
         "scan": Variant("scan", "hybrid, scan-informed selection", base),
+        "change": Variant("change", "hybrid, selection by the state change alone", replace(base, selection="change")),
         "random": Variant("random", "hybrid, random selection (position hash)", replace(base, selection="random")),
         "strided": Variant("strided", f"hybrid, strided selection (stride {base.attn_window})",
                            replace(base, selection="strided")),
@@ -161,7 +162,7 @@ def make_variants(model: ModelConfig, window: int, names=VARIANTS) -> list[Varia
         every["mamba"] = Variant("mamba", f"Mamba2 only ({m.ssm_heads} SSD heads vs {base.ssm_heads})", m)
     unknown = set(names) - set(every)
     if unknown:
-        raise GenossaError(f"unknown variants {sorted(unknown)}; choose from {', '.join(VARIANTS)}")
+        raise GenossaError(f"unknown variants {sorted(unknown)}; choose from {', '.join(every)}")
     return [every[n] for n in names]
 
 

@@ -77,12 +77,14 @@ class ModelConfig:
     attention: bool = True
     """False: the Mamba2-only ablation, blocks of mixer + MLP with no sparse attention and no fusion
     gate (the mixer's output enters the residual stream directly). Streaming works either way."""
-    selection: Literal["scan", "random", "strided"] = "scan"
+    selection: Literal["scan", "change", "random", "strided"] = "scan"
     """What ranks the candidate keys of the top-k selection: 'scan' is the design (the scan's
-    importance); 'random' and 'strided' are ablations that replace the importance by a function of
+    importance, ||h_t|| + ||h_t - h_{t-1}||); 'change' ranks by the state change ||h_t - h_{t-1}||
+    alone (||h_t|| grows as the state accumulates, which favours recent positions); 'random' and
+    'strided' are ablations that replace the importance by a function of
     the absolute position only (random: a fixed integer hash; strided: positions on a stride of
     attn_window, the most recent first, all others last). Causal and streamable alike; the
-    budget k follows the same rule (the scan's complexity) in all three."""
+    budget k follows the same rule (the scan's complexity) in all four."""
     kernels: Literal["auto", "naive", "triton"] = "auto"
     """Implementation of the SSD scan and the sparse attention: 'auto' runs the Triton kernels
     on CUDA and the PyTorch references elsewhere; 'naive'/'triton' force one (weights and
@@ -125,8 +127,8 @@ class ModelConfig:
             raise ValueError(f"init_std: must be > 0, got {self.init_std}")
         if not isinstance(self.attention, bool):
             raise ValueError(f"attention: must be a bool, got {self.attention!r}")
-        if self.selection not in ("scan", "random", "strided"):
-            raise ValueError(f"selection: must be 'scan', 'random' or 'strided', got {self.selection!r}")
+        if self.selection not in ("scan", "change", "random", "strided"):
+            raise ValueError(f"selection: must be 'scan', 'change', 'random' or 'strided', got {self.selection!r}")
         if not self.attention and self.selection != "scan":
             raise ValueError(f"selection: {self.selection!r} has no effect with attention = False; leave it 'scan'")
 

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from genossa.ops.impl import resolve_impl
 from genossa.ops.sparse_attention import (
     SelectionState,
+    change_importance,
     combine_scales,
     fold_scan_bias,
     gather_selected,
@@ -37,7 +38,7 @@ from genossa.ops.sparse_attention import (
 )
 
 
-SELECTIONS = ("scan", "random", "strided")
+SELECTIONS = ("scan", "change", "random", "strided")
 
 _MASK32 = 0xFFFFFFFF
 
@@ -163,7 +164,9 @@ class ScanSparseAttention(nn.Module):
         """
         q, k, v = self._project(x, scan)
         importance, complexity = combine_scales(norm, change)
-        if self.selection != "scan":  # ablation: rank by position only (the budget keeps the scan's complexity)
+        if self.selection == "change":  # rank by what each position adds to the state, not its size
+            importance = change_importance(change)
+        elif self.selection != "scan":  # ablation: rank by position only (the budget keeps the scan's complexity)
             first = cache.pos if cache is not None else 0
             importance = positional_importance(
                 self.selection, first, importance.shape[1], stride=self.window, device=importance.device

@@ -21,7 +21,7 @@ ABLATION_KW = dict(attn_window=16, attn_chunk=8, topk_base=2, topk_alpha=8.0, to
 # causality of the positional selections: tests/models/test_causality.py (parametrized over selections)
 
 
-@pytest.mark.parametrize("selection", ["random", "strided"])
+@pytest.mark.parametrize("selection", ["change", "random", "strided"])
 @pytest.mark.parametrize("T,chunk_len", [(300, 64), (300, 8), (130, 136)])
 def test_positional_selection_streams_like_one_shot(selection, T, chunk_len):
     torch.manual_seed(0)
@@ -160,3 +160,28 @@ def test_ablation_fields_load_strictly():
         load_config("tiny", {"model.attention": "false,"})
     with pytest.raises(ConfigError, match="no effect"):
         load_config("tiny", {"model.attention": False, "model.selection": "strided"})
+
+
+def test_change_selection_ranks_by_the_state_change_alone():
+    """selection='change': the selected keys are select_causal's on sum_s log(change_s) (no ||h_t||),
+    with the scan's complexity budget; they differ from the design's 'scan' selection."""
+    from genossa.ops.sparse_attention import change_importance, select_causal
+
+    torch.manual_seed(0)
+    model = GenossaLM(tiny(selection="change", **ABLATION_KW)).double().eval()
+    attention = model.blocks[0].attention
+    attention.record_selection = True
+    seen = {}
+    hook = attention.register_forward_pre_hook(lambda module, args: seen.update(args=args))
+    tokens = torch.randint(0, 4, (1, 200), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        model(tokens)
+    hook.remove()
+    _, _, norm, change = seen["args"]
+    _, complexity = combine_scales(norm, change)
+    kw = dict(q_start=0, n_queries=200, chunk_size=8, window=16, base=2, alpha=8.0, cap=6)
+    expected, _ = select_causal(change_importance(change), complexity, **kw)
+    got = attention.last_selection
+    assert torch.equal(got.pos[got.valid], expected.pos[expected.valid])
+    scan, _ = select_causal(*combine_scales(norm, change), **kw)
+    assert not torch.equal(scan.pos[scan.valid], expected.pos[expected.valid])

@@ -9,7 +9,7 @@ from genossa.modules import ScanSparseAttention
 from genossa.ops.sparse_attention import combine_scales, select_bidirectional, select_causal
 
 
-@pytest.fixture(scope="module", params=["scan", "random", "strided"])
+@pytest.fixture(scope="module", params=["scan", "change", "random", "strided"])
 def model(request):
     torch.manual_seed(0)
     # budget 2..6 of up to ~200 candidates per chunk: the top-k is selective

@@ -21,6 +21,7 @@ from genossa.ops.sparse_attention.selection import (
     Selection,
     SelectionState,
     budget,
+    change_importance,
     combine_scales,
     empty_selection_state,
     select_bidirectional,
@@ -77,7 +78,7 @@ def sparse_attention(
 
 
 __all__ = [
-    "IMPLS", "Selection", "SelectionState", "budget", "combine_scales", "dense_masked_attention",
+    "IMPLS", "Selection", "SelectionState", "budget", "change_importance", "combine_scales", "dense_masked_attention",
     "dense_pattern_mask", "empty_selection_state", "fold_scan_bias", "gather_selected",
     "naive_sparse_attention", "select_bidirectional", "select_causal", "sparse_attention",
 ]

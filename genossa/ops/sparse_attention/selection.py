@@ -70,6 +70,12 @@ def combine_scales(norm: Tensor, change: Tensor, eps: float = 1e-6) -> tuple[Ten
     return importance, complexity
 
 
+def change_importance(change: Tensor, eps: float = 1e-6) -> Tensor:
+    """importance [B, T] from the per-scale state changes alone: sum_s log(change_s + eps)
+    (the 'change' selection; combine_scales adds ||h_t||, which grows with accumulation)."""
+    return torch.log(change.float() + eps).sum(-1)
+
+
 def budget(complexity: Tensor, base: int, alpha: float, cap: int) -> Tensor:
     """k = min(cap, base + floor(alpha * complexity)) as int64, same shape as complexity."""
     return (base + torch.floor(alpha * complexity.clamp_min(0))).clamp(max=cap).long()
