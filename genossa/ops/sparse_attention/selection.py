@@ -97,6 +97,11 @@ def _order_key(score: Tensor, pos: Tensor) -> Tensor:
     return (torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits) << 32) | (pos + 1)
 
 
+_EMPTY_KEY = int(_order_key(torch.tensor(-torch.inf), torch.tensor(-1)))
+"""The key of an empty entry, as a Python int: filling with it needs no host-to-device copy (a
+`torch.tensor(..., device=cuda)` per call blocked the host until the GPU caught up)."""
+
+
 def _split_key(key: Tensor) -> tuple[Tensor, Tensor]:
     """(score fp32, pos int64) back from `_order_key`."""
     bits = key >> 32
@@ -175,11 +180,11 @@ def select_causal(
     ok = new_pos >= 0
     scores = importance.float()[:, (new_pos - score_start).clamp(0, n_scores - 1)]  # [B, NC, chunk]
     keys = _order_key(torch.where(ok, scores, -torch.inf), torch.where(ok, new_pos, -1).expand_as(scores))
-    empty_key = _order_key(torch.tensor(-torch.inf, device=device), torch.tensor(-1, device=device))
     if chunk_size >= cap:
         keys = keys.topk(cap, dim=-1, sorted=False).values
     else:
-        keys = torch.cat([keys, empty_key.expand(bsz, n_chunks, cap - chunk_size)], -1)
+        empty = torch.full((bsz, n_chunks, cap - chunk_size), _EMPTY_KEY, dtype=keys.dtype, device=device)
+        keys = torch.cat([keys, empty], -1)
     pools = torch.cat([_order_key(*state)[:, None], keys], 1)  # [B, 1 + NC, cap]: the carried pool first
     pools = _inclusive_scan(pools, cap)[:, 1:].sort(-1, descending=True).values  # best first
     pool_score, pool_pos = _split_key(pools)  # [B, NC, cap]
