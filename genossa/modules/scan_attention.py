@@ -145,7 +145,7 @@ class ScanSparseAttention(nn.Module):
         wks = self.summary_k(s).view(bsz, T, H, D)
         q_wide, k_wide = fold_scan_bias(q, k, ws, wks, self.lam, self.mu, scale=1.0 / math.sqrt(D))
         # under autocast the projections are 16-bit but lam, mu (fp32 parameters) promote the folded
-        # q, k to fp32, which would put the attention kernel on its ~100x slower fp32 path
+        # q, k to fp32 and put the attention kernel on its fp32 path (H200: 91% of inference time, embed 10x slower)
         return q_wide.to(v.dtype), k_wide.to(v.dtype), v
 
     def forward(
