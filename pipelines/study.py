@@ -232,16 +232,21 @@ def held_out_bed(cfg: GenossaConfig, out_dir: Path) -> tuple[list[str], Path]:
     return fasta, bed
 
 
+def _recall_margin(window: int, distance: int, key: int) -> int:
+    """Background around the copies so that a record (distance + key + 2 margins) fits one window."""
+    return max(0, (window - distance - key) // 4)
+
+
 def recall_benchmark(study: StudyConfig, window: int, out_dir: Path) -> tuple[Path, int]:
     """Write the benchmark sized to the run (each record fits in one training window)."""
     from genossa.evaluate.longrange import write_benchmark
 
     distance = study.recall_distance or window // 2
     key = study.recall_key_length
-    margin = max(0, (window - distance - key) // 4)
     prefix = out_dir / f"recall_d{distance}"
     if not Path(f"{prefix}.tsv").exists():
-        write_benchmark(prefix, study.recall_records, distance=distance, key_length=key, margin=margin, seed=12345)
+        write_benchmark(prefix, study.recall_records, distance=distance, key_length=key,
+                        margin=_recall_margin(window, distance, key), seed=12345)
     return prefix, distance
 
 
@@ -255,11 +260,10 @@ def with_recall_training(cfg: GenossaConfig, study: StudyConfig, distance: int, 
     from genossa.evaluate.longrange import write_benchmark
 
     key = study.recall_key_length
-    margin = max(0, (cfg.data.window - distance - key) // 4)
     prefix = out_dir / f"recall_train_d{distance}"
     if not Path(f"{prefix}.tsv").exists():
-        write_benchmark(prefix, study.train_recall_records, distance=distance, key_length=key, margin=margin,
-                        seed=TRAIN_RECALL_SEED)
+        write_benchmark(prefix, study.train_recall_records, distance=distance, key_length=key,
+                        margin=_recall_margin(cfg.data.window, distance, key), seed=TRAIN_RECALL_SEED)
     fasta = [str(f) for f in cfg.data.fasta] or [str(resources.ECOLI_FASTA)]
     return replace(cfg, data=replace(cfg.data, fasta=(*fasta, f"{prefix}.fa")))
 

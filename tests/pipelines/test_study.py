@@ -102,3 +102,27 @@ def test_second_call_reuses_the_runs(study):
     again = run_study(config, command="test")
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert [r["heldout_bpb"] for r in again] == [r["heldout_bpb"] for r in rows]
+
+
+def test_recall_training_adds_other_records_to_the_training_fasta(tmp_path):
+    """--train-recall-records: a second benchmark (another seed) is appended to the training
+    FASTA; none of its keys is an evaluation record's key."""
+    from genossa.evaluate.longrange import read_labels
+    from genossa.io.fasta import FastaGenome
+    from genossa.pipelines.study import base_config, recall_benchmark, with_recall_training
+
+    study = StudyConfig(out_dir=str(tmp_path), preset="tiny", steps=2, window=WINDOW, device="cpu",
+                        recall_records=3, train_recall_records=5, progress=False)
+    base = base_config(study, 0)
+    prefix, distance = recall_benchmark(study, WINDOW, tmp_path)
+    cfg = with_recall_training(base, study, distance, tmp_path)
+    assert cfg.data.fasta == (str(resources.ECOLI_FASTA), str(tmp_path / f"recall_train_d{distance}.fa"))
+    assert cfg.model == base.model and cfg.train == base.train
+    train = FastaGenome([cfg.data.fasta[1]])
+    evaluation = FastaGenome([f"{prefix}.fa"])
+    train_keys = {train.fetch(r["record"], r["key_start"], r["key_start"] + r["key_length"])
+                  for r in read_labels(tmp_path / f"recall_train_d{distance}.tsv")}
+    eval_keys = {evaluation.fetch(r["record"], r["key_start"], r["key_start"] + r["key_length"])
+                 for r in read_labels(f"{prefix}.tsv")}
+    assert len(train_keys) == 5 and not train_keys & eval_keys
+    assert all(train.lengths[name] <= WINDOW for name in train.lengths)  # each record one window
