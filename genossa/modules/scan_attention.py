@@ -32,6 +32,7 @@ from genossa.ops.sparse_attention import (
     combine_scales,
     fold_scan_bias,
     gather_selected,
+    pool_slots,
     select_bidirectional,
     select_causal,
     sparse_attention,
@@ -242,8 +243,7 @@ class ScanSparseAttention(nn.Module):
         if cache is None or k_start <= 0:
             return sel_k, sel_v
         bsz, n_chunks, n_sel = pos.shape
-        match = pos[..., None] == cache.pool.pos[:, None, None, :]  # [B, NC, K, cap]
-        slot = match.float().argmax(-1).reshape(bsz, -1)  # [B, NC*K]
+        slot = pool_slots(pos, cache.pool.pos)[0].reshape(bsz, -1)  # [B, NC*K]
         H = k.shape[2]
         pooled_k = cache.pool_k.gather(1, slot[..., None, None].expand(-1, -1, H, cache.pool_k.shape[-1]))
         pooled_v = cache.pool_v.gather(1, slot[..., None, None].expand(-1, -1, H, cache.pool_v.shape[-1]))

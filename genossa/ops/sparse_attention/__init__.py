@@ -24,6 +24,7 @@ from genossa.ops.sparse_attention.selection import (
     change_importance,
     combine_scales,
     empty_selection_state,
+    pool_slots,
     select_bidirectional,
     select_causal,
 )
@@ -80,5 +81,5 @@ def sparse_attention(
 __all__ = [
     "IMPLS", "Selection", "SelectionState", "budget", "change_importance", "combine_scales", "dense_masked_attention",
     "dense_pattern_mask", "empty_selection_state", "fold_scan_bias", "gather_selected",
-    "naive_sparse_attention", "select_bidirectional", "select_causal", "sparse_attention",
+    "naive_sparse_attention", "pool_slots", "select_bidirectional", "select_causal", "sparse_attention",
 ]

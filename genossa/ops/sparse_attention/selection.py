@@ -76,6 +76,16 @@ def change_importance(change: Tensor, eps: float = 1e-6) -> Tensor:
     return torch.log(change.float() + eps).sum(-1)
 
 
+def pool_slots(sel_pos: Tensor, pool_pos: Tensor) -> tuple[Tensor, Tensor]:
+    """(slot [B, NC, K], found [B, NC, K]): where each selected position sits in pool_pos [B, P]
+    (sorted search, O(NC * K * log P) with no [NC, K, P] comparison)."""
+    ordered, order = pool_pos.sort(-1)
+    flat = sel_pos.reshape(sel_pos.shape[0], -1).contiguous()
+    idx = torch.searchsorted(ordered.contiguous(), flat).clamp_max(pool_pos.shape[1] - 1)
+    found = ordered.gather(1, idx) == flat
+    return order.gather(1, idx).view_as(sel_pos), found.view_as(sel_pos)
+
+
 def budget(complexity: Tensor, base: int, alpha: float, cap: int) -> Tensor:
     """k = min(cap, base + floor(alpha * complexity)) as int64, same shape as complexity."""
     return (base + torch.floor(alpha * complexity.clamp_min(0))).clamp(max=cap).long()

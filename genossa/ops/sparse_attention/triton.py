@@ -30,6 +30,7 @@ from torch import Tensor
 
 from genossa.kernels.sparse_attention_bwd import sparse_attention_bwd
 from genossa.kernels.sparse_attention_fwd import sparse_attention_fwd
+from genossa.ops.sparse_attention.selection import pool_slots
 
 KERNEL_CONFIG = {
     "fwd": (128, 64, 4, 3),
@@ -213,12 +214,13 @@ def sparse_attention_indexed(
     if q.shape[1] == 0:
         return q.new_zeros(*q.shape[:3], v.shape[-1])
     use = usable_selection(sel_pos, sel_valid, q_start=q_start, chunk_size=chunk_size, window=window, causal=causal)
+    keys = f"[{k_start}, {k_start + k.shape[1]})"  # for the error below, before the pool shifts k_start
     row_pos, known = sel_pos, (sel_pos >= k_start) & (sel_pos < k_start + k.shape[1])
     if pool_k is not None and k_start > 0:
         # rows of [pool; k] as positions from k_start - P: the kernel's local spans (>= k_start,
         # since k_start <= q_start - window) keep their rows, pooled keys take rows 0..P-1
         n_pool = pool_k.shape[1]
-        slot, in_pool = _pool_slots(sel_pos, pool_pos)
+        slot, in_pool = pool_slots(sel_pos, pool_pos)
         in_pool &= sel_pos < k_start
         row_pos = torch.where(in_pool, k_start - n_pool + slot, sel_pos)
         known |= in_pool
@@ -226,23 +228,13 @@ def sparse_attention_indexed(
         k_start -= n_pool
     if bool((use & ~known).any()):
         raise ValueError(
-            f"sparse_attention_indexed: a selected position lies outside the keys [{k_start}, "
-            f"{k_start + k.shape[1]}) and the pool; pass gathered keys to sparse_attention_triton instead"
+            f"sparse_attention_indexed: a selected position lies outside the keys {keys} and the pool; "
+            f"pass gathered keys to sparse_attention_triton instead"
         )
     q, k, v = (_last_contiguous(t.to(dt)) for t in (q, k, v))
     rows, cnt = compact_selection(use, row_pos, indexed=True, k_start=k_start)
     return SparseAttentionFunction.apply(q, k, v, None, None, rows, cnt, chunk_size, window, causal, q_start,
                                          k_start, scale)
-
-
-def _pool_slots(sel_pos: Tensor, pool_pos: Tensor) -> tuple[Tensor, Tensor]:
-    """(slot [B, NC, K], found [B, NC, K]): where each selected position sits in pool_pos [B, P]
-    (sorted search, O(NC * K * log P) with no [NC, K, P] comparison)."""
-    ordered, order = pool_pos.sort(-1)
-    flat = sel_pos.reshape(sel_pos.shape[0], -1).contiguous()
-    idx = torch.searchsorted(ordered.contiguous(), flat).clamp_max(pool_pos.shape[1] - 1)
-    found = ordered.gather(1, idx) == flat
-    return order.gather(1, idx).view_as(sel_pos), found.view_as(sel_pos)
 
 
 __all__ = [
