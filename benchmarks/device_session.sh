@@ -3,7 +3,8 @@
 # this checkout into /tmp/site, then run one stage; logs and results go under $OUT.
 #
 #   bash benchmarks/device_session.sh pretrain   # throughput probe, then the bundled model's training
-#   bash benchmarks/device_session.sh bench      # training steps (small/base), layer, embed, score
+#   bash benchmarks/device_session.sh bench      # kernel tests, training steps (small/base), embed, score
+#   bash benchmarks/device_session.sh layer      # whole-layer benchmark (carry .peers), 1M-base training
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
 #   bash benchmarks/device_session.sh multi      # 2+ GPUs: NCCL tests, data-parallel scaling (ZeRO 1/2/3)
 #   bash benchmarks/device_session.sh long       # 2+ GPUs: the longest windows with sequence parallelism
@@ -130,21 +131,30 @@ pretrain)
     split -b 15M $run/model/model.safetensors "$OUT/model.safetensors.part-"
     ls -la "$OUT"
     ;;
-bench)
-    timeout 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_selection.py 2>&1 | tail -n 2
+bench)  # one GPU, ~9 min: kernel tests, training throughput, embed, score
+    PYTHONSAFEPATH=1 timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_sparse_attention_triton.py \
+        tests/ops/test_selection.py tests/models/test_model_kernels.py 2>&1 | tail -n 3
     common=(--set train.grad_accum=1 --set train.seq_len_warmup_steps=0 --set train.eval_every=1000
             --set train.log_every=1 --set train.checkpoint_every=1000 --set "data.fasta=$CORPUS"
             --set "data.held_out_contigs=$HELD_OUT" --set train.zero_stage=0 --set train.device=cuda)
-    run_train small-131k 100 --config small "${common[@]}" --set train.steps=8 --set train.activation_checkpointing=false
-    run_train small-1m 110 --config small "${common[@]}" --set train.steps=5 --set data.window=1048576 \
-        --set data.stride=1048576
-    run_train base-131k 110 --config base "${common[@]}" --set train.steps=6
-    echo "== layer"
-    timeout 150 python3 benchmarks/layer_bench.py 2>&1 | tail -n 16
+    run_train small-131k 90 --config small "${common[@]}" --set train.steps=8 --set train.activation_checkpointing=false
+    run_train base-131k 100 --config base "${common[@]}" --set train.steps=6
     echo "== embed"
-    timeout 120 python3 benchmarks/embed_bench.py --preset small base --genome-mb 8 --bare 2>&1 | tail -n 8
+    timeout 80 python3 benchmarks/embed_bench.py --preset small --genome-mb 2 --batch-size 8 --chunk 131072 --bare 2>&1 | tail -n 4
+    timeout 80 python3 benchmarks/embed_bench.py --preset base --genome-mb 1 --batch-size 4 --chunk 131072 --bare 2>&1 | tail -n 4
     echo "== score"
-    timeout 90 python3 benchmarks/score_bench.py --preset small --window 8192 131072 2>&1 | tail -n 8
+    timeout 100 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --vcfs dense --batch-size 64 256 2>&1 | tail -n 5
+    ;;
+layer)  # one GPU: the whole-layer benchmark beside mamba_ssm (carry .peers), 1M-base training windows
+    echo "== layer"
+    timeout 240 python3 benchmarks/layer_bench.py 2>&1 | tail -n 16
+    common=(--set train.grad_accum=1 --set train.seq_len_warmup_steps=0 --set train.eval_every=1000
+            --set train.log_every=1 --set train.checkpoint_every=1000 --set "data.fasta=$CORPUS"
+            --set "data.held_out_contigs=$HELD_OUT" --set train.zero_stage=0 --set train.device=cuda)
+    run_train small-1m 120 --config small "${common[@]}" --set train.steps=5 --set data.window=1048576 \
+        --set data.stride=1048576
+    run_train small-131k-b2 100 --config small "${common[@]}" --set train.steps=8 --set train.micro_batch_size=2 \
+        --set train.activation_checkpointing=false
     ;;
 jobs)
     echo "== GPU tests of the streaming attention (pooled keys by row), on 1 or 2 GPUs"

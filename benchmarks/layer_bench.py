@@ -4,9 +4,10 @@ beside mamba_ssm's SSD alone and mamba_ssm's SSD + dense causal SDPA (FlashAtten
 
 Shapes are the DESIGN.md / issue-4 anchors: B=1, SSD 16 heads x 64, d_state 128, chunk 256, 4
 memory scales of 4 heads; attention 8 heads x 64, query chunks of 128, window 512 + 2,048 selected
-keys (base = cap = 2048, so every chunk past the first 2.5k positions uses 2,048 keys). The layer's
+keys (base = cap = 2048, so every chunk past the first 2.5k positions uses 2,048 keys), with the
+scan bias as one fp32 term per key (the model's folded form, ops/sparse_attention/bias.py). The layer's
 projections are left out on both sides (the same matmuls in either layer). Selection has no
-gradient; gradients flow to the SSD inputs and q, k, v. Time: median of triton.testing.do_bench;
+gradient; gradients flow to the SSD inputs, q, k, v and the key bias. Time: median of triton.testing.do_bench;
 the forward is also split into its three parts. Peak memory: one fwd+bwd, inputs included.
 Dense SDPA at 1M is not run (~14 s; DESIGN.md's anchor is quoted instead).
 
@@ -39,7 +40,8 @@ def make_layer(T):
     g = torch.Generator(device="cuda").manual_seed(1)
     q, k, v = (torch.randn(1, T, AH, AD, generator=g, device="cuda", dtype=torch.bfloat16).requires_grad_(True)
                for _ in range(3))
-    leaves = [t for t in inp.values() if t is not None] + [q, k, v]
+    kb = torch.randn(1, T, AH, generator=g, device="cuda").requires_grad_(True)
+    leaves = [t for t in inp.values() if t is not None] + [q, k, v, kb]
 
     def scan():
         y, imp = ssd_triton(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], inp["D"], chunk_size=256,
@@ -54,7 +56,7 @@ def make_layer(T):
         return sel
 
     def attend(sel):
-        return sparse_attention_indexed(q, k, v, sel.pos, sel.valid, chunk_size=CHUNK, window=WINDOW)
+        return sparse_attention_indexed(q, k, v, sel.pos, sel.valid, chunk_size=CHUNK, window=WINDOW, key_bias=kb)
 
     def layer():
         y, imp = scan()

@@ -1,7 +1,8 @@
 """Triton backward kernels of the scan-informed sparse attention (FlashAttention-2 style).
 
-With z = scale * q.k the logits, P = exp(z - lse) and delta_i = sum_d dO_id O_id:
-dV = P^T dO, dP = dO V^T, dS = P * (dP - delta), dQ = scale * dS K, dK = scale * dS^T Q.
+With z = scale * q.k + b (b the per-key bias) the logits, P = exp(z - lse) and
+delta_i = sum_d dO_id O_id: dV = P^T dO, dP = dO V^T, dS = P * (dP - delta), dQ = scale * dS K,
+dK = scale * dS^T Q, db_j = sum_i dS_ij.
 Probabilities are recomputed from the forward's log-sum-exp (base 2, +inf on padding rows so
 their P is exactly 0). Layouts and the query-tile convention: sparse_attention_fwd.py.
 
@@ -27,6 +28,7 @@ from genossa.kernels.sparse_attention_fwd import (
     LOG2E,
     _empty,
     _floordiv,
+    _load_bias,
     _load_rows,
     _local_bounds,
     _store_rows,
@@ -54,11 +56,12 @@ def _delta_kernel(o_ptr, do_ptr, delta_ptr, Tq, H, LP, stride_ob, stride_ot, str
 
 
 @triton.jit
-def _emit_sel_grads(dk, dv, rows, n_ok, dk_base, dv_base, stride_dkr, stride_dvr, offs_dk, offs_dv,
-                    INDEXED: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr, BLOCK_DK: tl.constexpr,
-                    BLOCK_DV: tl.constexpr):
-    """dk, dv [BN, D] of one tile of a chunk's selected keys: stored at their list slots
-    (gathered) or atomically added to rows of the fp32 dk, dv (indexed: shared by chunks)."""
+def _emit_sel_grads(dk, dv, db, rows, n_ok, dk_base, dv_base, db_base, stride_dkr, stride_dvr, stride_dbr,
+                    offs_dk, offs_dv, INDEXED: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr,
+                    BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr):
+    """dk, dv [BN, D] and db [BN] of one tile of a chunk's selected keys: stored at their list
+    slots (gathered) or atomically added to rows of the fp32 dk, dv, db (indexed: shared by chunks)."""
+    db_ptrs = db_base + rows.to(tl.int64) * stride_dbr
     if INDEXED:
         if DK == BLOCK_DK:
             dk_mask = n_ok[:, None]
@@ -72,15 +75,17 @@ def _emit_sel_grads(dk, dv, rows, n_ok, dk_base, dv_base, stride_dkr, stride_dvr
         dv_ptrs = dv_base + rows.to(tl.int64)[:, None] * stride_dvr + offs_dv[None, :]
         tl.atomic_add(dk_ptrs, dk, mask=dk_mask, sem="relaxed")
         tl.atomic_add(dv_ptrs, dv, mask=dv_mask, sem="relaxed")
+        tl.atomic_add(db_ptrs, db, mask=n_ok, sem="relaxed")
     else:
         _store_rows(dk_base, rows, stride_dkr, offs_dk, n_ok, dk, DK, BLOCK_DK)
         _store_rows(dv_base, rows, stride_dvr, offs_dv, n_ok, dv, DV, BLOCK_DV)
+        tl.store(db_ptrs, db, mask=n_ok)
 
 
 @triton.jit
-def _dq_step(dq, q, do, lse2, delta, kt, vt, s_mask, qk_scale, MASK: tl.constexpr, DOT_PREC: tl.constexpr):
+def _dq_step(dq, q, do, lse2, delta, kt, vt, bias, s_mask, qk_scale, MASK: tl.constexpr, DOT_PREC: tl.constexpr):
     # [BM, BN]
-    s = tl.dot(q, tl.trans(kt), input_precision=DOT_PREC) * qk_scale
+    s = tl.dot(q, tl.trans(kt), input_precision=DOT_PREC) * qk_scale + bias[None, :]
     p = tl.exp2(s - lse2[:, None])
     if MASK:
         p = tl.where(s_mask, p, 0.0)
@@ -91,7 +96,8 @@ def _dq_step(dq, q, do, lse2, delta, kt, vt, s_mask, qk_scale, MASK: tl.constexp
 
 
 @triton.jit
-def _dq_local(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_vt, lo, hi, k_start, q_abs, qk_scale,
+def _dq_local(dq, q, do, lse2, delta, k_base, v_base, kb_base, stride_kt, stride_vt, stride_kbt, lo, hi, k_start,
+              q_abs, qk_scale,
               offs_n, offs_dk, offs_dv, MASK: tl.constexpr, CAUSAL: tl.constexpr, DK: tl.constexpr,
               DV: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr,
               DOT_PREC: tl.constexpr):
@@ -100,26 +106,31 @@ def _dq_local(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_vt, lo, 
         in_range = ja < hi
         kt = _load_rows(k_base, ja - k_start, stride_kt, offs_dk, in_range, DK, BLOCK_DK, MASK)
         vt = _load_rows(v_base, ja - k_start, stride_vt, offs_dv, in_range, DV, BLOCK_DV, MASK)
+        bias = _load_bias(kb_base, ja - k_start, stride_kbt, in_range, MASK)
         s_mask = in_range[None, :]
         if CAUSAL:
             s_mask = s_mask & (ja[None, :] <= q_abs[:, None])
-        dq = _dq_step(dq, q, do, lse2, delta, kt, vt, s_mask, qk_scale, MASK, DOT_PREC)
+        dq = _dq_step(dq, q, do, lse2, delta, kt, vt, bias, s_mask, qk_scale, MASK, DOT_PREC)
     return dq
 
 
 @triton.jit
 def _dq_kernel(
-    q_ptr, k_ptr, v_ptr, sk_ptr, sv_ptr, row_ptr, cnt_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr, dsk_ptr, dsv_ptr,
+    q_ptr, k_ptr, v_ptr, kb_ptr, sk_ptr, sv_ptr, sb_ptr, row_ptr, cnt_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr,
+    dsk_ptr, dsv_ptr, dsb_ptr,
     Tq, Tk, H, NC, K, q_start, k_start, LP, qk_scale, scale,
     stride_qb, stride_qt, stride_qh,
     stride_kb, stride_kt, stride_kh,
     stride_vb, stride_vt, stride_vh,
+    stride_kbb, stride_kbt, stride_kbh,
     stride_skb, stride_skc, stride_skr, stride_skh,
     stride_svb, stride_svc, stride_svr, stride_svh,
+    stride_sbb, stride_sbc, stride_sbr, stride_sbh,
     stride_dob, stride_dot, stride_doh,
     stride_dqb, stride_dqt, stride_dqh,
     stride_dskb, stride_dskc, stride_dskr, stride_dskh,
     stride_dsvb, stride_dsvc, stride_dsvr, stride_dsvh,
+    stride_dsbb, stride_dsbc, stride_dsbr, stride_dsbh,
     CHUNK: tl.constexpr, WINDOW: tl.constexpr, CAUSAL: tl.constexpr, ROWS: tl.constexpr,
     DK: tl.constexpr, DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PREC: tl.constexpr,
@@ -144,13 +155,16 @@ def _dq_kernel(
     delta = tl.load(delta_ptr + bh.to(tl.int64) * LP + qi, mask=offs_m < ROWS, other=0.0)
     k_base = k_ptr + b64 * stride_kb + h * stride_kh
     v_base = v_ptr + b64 * stride_vb + h * stride_vh
+    kb_base = kb_ptr + b64 * stride_kbb + h * stride_kbh
     dq = tl.zeros([BLOCK_M, BLOCK_DK], tl.float32)
 
     c, lo, mid, hi = _local_bounds(t, q_start, k_start, Tk, ROWS, CHUNK, WINDOW, CAUSAL, BLOCK_N)
-    dq = _dq_local(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_vt, lo, mid, k_start, q_abs, qk_scale,
-                   offs_n, offs_dk, offs_dv, False, CAUSAL, DK, DV, BLOCK_N, BLOCK_DK, BLOCK_DV, DOT_PREC)
-    dq = _dq_local(dq, q, do, lse2, delta, k_base, v_base, stride_kt, stride_vt, mid, hi, k_start, q_abs, qk_scale,
-                   offs_n, offs_dk, offs_dv, True, CAUSAL, DK, DV, BLOCK_N, BLOCK_DK, BLOCK_DV, DOT_PREC)
+    dq = _dq_local(dq, q, do, lse2, delta, k_base, v_base, kb_base, stride_kt, stride_vt, stride_kbt, lo, mid,
+                   k_start, q_abs, qk_scale, offs_n, offs_dk, offs_dv, False, CAUSAL, DK, DV, BLOCK_N, BLOCK_DK,
+                   BLOCK_DV, DOT_PREC)
+    dq = _dq_local(dq, q, do, lse2, delta, k_base, v_base, kb_base, stride_kt, stride_vt, stride_kbt, mid, hi,
+                   k_start, q_abs, qk_scale, offs_n, offs_dk, offs_dv, True, CAUSAL, DK, DV, BLOCK_N, BLOCK_DK,
+                   BLOCK_DV, DOT_PREC)
 
     c64 = c.to(tl.int64)
     cnt = tl.load(cnt_ptr + b * NC + c)
@@ -159,36 +173,40 @@ def _dq_kernel(
     sv_base = sv_ptr + b64 * stride_svb + c64 * stride_svc + h * stride_svh
     dsk_base = dsk_ptr + b64 * stride_dskb + c64 * stride_dskc + h * stride_dskh
     dsv_base = dsv_ptr + b64 * stride_dsvb + c64 * stride_dsvc + h * stride_dsvh
+    sb_base = sb_ptr + b64 * stride_sbb + c64 * stride_sbc + h * stride_sbh
+    dsb_base = dsb_ptr + b64 * stride_dsbb + c64 * stride_dsbc + h * stride_dsbh
     for n0 in range(0, cnt, BLOCK_N):
         n = n0 + offs_n
         n_ok = n < cnt
         rows = tl.load(row_base + n, mask=n_ok, other=0)
         kt = _load_rows(sk_base, rows, stride_skr, offs_dk, n_ok, DK, BLOCK_DK, True)
         vt = _load_rows(sv_base, rows, stride_svr, offs_dv, n_ok, DV, BLOCK_DV, True)
+        bias = _load_bias(sb_base, rows, stride_sbr, n_ok, True)
         if FUSED_SEL:
-            # the program holds all the chunk's queries: the tile's dk, dv are complete here
-            s = tl.dot(q, tl.trans(kt), input_precision=DOT_PREC) * qk_scale
+            # the program holds all the chunk's queries: the tile's dk, dv, db are complete here
+            s = tl.dot(q, tl.trans(kt), input_precision=DOT_PREC) * qk_scale + bias[None, :]
             p = tl.where(n_ok[None, :], tl.exp2(s - lse2[:, None]), 0.0)
             dp = tl.dot(do, tl.trans(vt), input_precision=DOT_PREC)
             ds = p * (dp - delta[:, None])
             dq += tl.dot(ds.to(kt.dtype), kt, input_precision=DOT_PREC)
             dk_t = tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=DOT_PREC) * scale
             dv_t = tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PREC)
-            _emit_sel_grads(dk_t, dv_t, rows, n_ok, dsk_base, dsv_base, stride_dskr, stride_dsvr, offs_dk, offs_dv,
-                            INDEXED, DK, DV, BLOCK_DK, BLOCK_DV)
+            _emit_sel_grads(dk_t, dv_t, tl.sum(ds, 0), rows, n_ok, dsk_base, dsv_base, dsb_base, stride_dskr,
+                            stride_dsvr, stride_dsbr, offs_dk, offs_dv, INDEXED, DK, DV, BLOCK_DK, BLOCK_DV)
         else:
-            dq = _dq_step(dq, q, do, lse2, delta, kt, vt, n_ok[None, :], qk_scale, True, DOT_PREC)
+            dq = _dq_step(dq, q, do, lse2, delta, kt, vt, bias, n_ok[None, :], qk_scale, True, DOT_PREC)
 
     _store_rows(dq_ptr + b64 * stride_dqb + h * stride_dqh, qi, stride_dqt, offs_dk, row_ok, dq * scale, DK, BLOCK_DK)
 
 
 @triton.jit
-def _dkv_step(dk, dv, kt, vt, q_base, do_base, lse_base, delta_base, stride_qt, stride_dot, t, Tq, qk_scale,
-              ja, q_start, k_end, offs_m, offs_dk, offs_dv,
+def _dkv_step(dk, dv, db, kt, vt, bias, q_base, do_base, lse_base, delta_base, stride_qt, stride_dot, t, Tq,
+              qk_scale, ja, q_start, k_end, offs_m, offs_dk, offs_dv,
               MASK: tl.constexpr, LOCAL: tl.constexpr, CAUSAL: tl.constexpr, CHUNK: tl.constexpr,
               WINDOW: tl.constexpr, ROWS: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr,
               BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PREC: tl.constexpr):
-    """Contribution of query tile t to dk, dv [BN, D] of key tile kt, vt (transposed products)."""
+    """Contribution of query tile t to dk, dv [BN, D] and db [BN] of key tile kt, vt, bias
+    (transposed products)."""
     qi = t * ROWS + offs_m
     row_ok = (offs_m < ROWS) & (qi < Tq)
     q = _load_rows(q_base, qi, stride_qt, offs_dk, row_ok, DK, BLOCK_DK, MASK)
@@ -200,7 +218,7 @@ def _dkv_step(dk, dv, kt, vt, q_base, do_base, lse_base, delta_base, stride_qt, 
         lse2 = tl.load(lse_base + qi)
         delta = tl.load(delta_base + qi)
     # [BN, BM]
-    sT = tl.dot(kt, tl.trans(q), input_precision=DOT_PREC) * qk_scale
+    sT = tl.dot(kt, tl.trans(q), input_precision=DOT_PREC) * qk_scale + bias[:, None]
     pT = tl.exp2(sT - lse2[None, :])
     if MASK:
         if LOCAL:
@@ -215,19 +233,22 @@ def _dkv_step(dk, dv, kt, vt, q_base, do_base, lse_base, delta_base, stride_qt, 
     dpT = tl.dot(vt, tl.trans(do), input_precision=DOT_PREC)
     dsT = pT * (dpT - delta[None, :])
     dk += tl.dot(dsT.to(q.dtype), q, input_precision=DOT_PREC)
-    return dk, dv
+    db += tl.sum(dsT, 1)
+    return dk, dv, db
 
 
 @triton.jit
 def _dkv_local_kernel(
-    q_ptr, k_ptr, v_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
+    q_ptr, k_ptr, v_ptr, kb_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr, dkb_ptr,
     Tq, Tk, H, NC, q_start, k_start, LP, qk_scale, scale,
     stride_qb, stride_qt, stride_qh,
     stride_kb, stride_kt, stride_kh,
     stride_vb, stride_vt, stride_vh,
+    stride_kbb, stride_kbt, stride_kbh,
     stride_dob, stride_dot, stride_doh,
     stride_dkb, stride_dkt, stride_dkh,
     stride_dvb, stride_dvt, stride_dvh,
+    stride_dkbb, stride_dkbt, stride_dkbh,
     CHUNK: tl.constexpr, WINDOW: tl.constexpr, CAUSAL: tl.constexpr, ROWS: tl.constexpr,
     DK: tl.constexpr, DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PREC: tl.constexpr,
@@ -249,8 +270,10 @@ def _dkv_local_kernel(
     # [BN, BDK], [BN, BDV]
     kt = _load_rows(k_ptr + b64 * stride_kb + h * stride_kh, j, stride_kt, offs_dk, key_ok, DK, BLOCK_DK, True)
     vt = _load_rows(v_ptr + b64 * stride_vb + h * stride_vh, j, stride_vt, offs_dv, key_ok, DV, BLOCK_DV, True)
+    bias = _load_bias(kb_ptr + b64 * stride_kbb + h * stride_kbh, j, stride_kbt, key_ok, True)
     dk = tl.zeros([BLOCK_N, BLOCK_DK], tl.float32)
     dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
+    db = tl.zeros([BLOCK_N], tl.float32)
 
     # query tiles that see some key of the block, split into masked / full / masked runs
     NT = NC * MPC
@@ -279,32 +302,35 @@ def _dkv_local_kernel(
     q_base = q_ptr + b64 * stride_qb + h * stride_qh
     do_base = do_ptr + b64 * stride_dob + h * stride_doh
     for t in range(t_begin, t_a):
-        dk, dv = _dkv_step(dk, dv, kt, vt, q_base, do_base, lse_ptr + bhq, delta_ptr + bhq, stride_qt, stride_dot,
-                           t, Tq, qk_scale, ja, q_start, k_end, offs_m, offs_dk, offs_dv, True, True, CAUSAL,
-                           CHUNK, WINDOW, ROWS, DK, DV, BLOCK_DK, BLOCK_DV, DOT_PREC)
+        dk, dv, db = _dkv_step(dk, dv, db, kt, vt, bias, q_base, do_base, lse_ptr + bhq, delta_ptr + bhq,
+                               stride_qt, stride_dot, t, Tq, qk_scale, ja, q_start, k_end, offs_m, offs_dk, offs_dv,
+                               True, True, CAUSAL, CHUNK, WINDOW, ROWS, DK, DV, BLOCK_DK, BLOCK_DV, DOT_PREC)
     for t in range(t_a, t_b):
-        dk, dv = _dkv_step(dk, dv, kt, vt, q_base, do_base, lse_ptr + bhq, delta_ptr + bhq, stride_qt, stride_dot,
-                           t, Tq, qk_scale, ja, q_start, k_end, offs_m, offs_dk, offs_dv, False, True, CAUSAL,
-                           CHUNK, WINDOW, ROWS, DK, DV, BLOCK_DK, BLOCK_DV, DOT_PREC)
+        dk, dv, db = _dkv_step(dk, dv, db, kt, vt, bias, q_base, do_base, lse_ptr + bhq, delta_ptr + bhq,
+                               stride_qt, stride_dot, t, Tq, qk_scale, ja, q_start, k_end, offs_m, offs_dk, offs_dv,
+                               False, True, CAUSAL, CHUNK, WINDOW, ROWS, DK, DV, BLOCK_DK, BLOCK_DV, DOT_PREC)
     for t in range(t_b, t_end):
-        dk, dv = _dkv_step(dk, dv, kt, vt, q_base, do_base, lse_ptr + bhq, delta_ptr + bhq, stride_qt, stride_dot,
-                           t, Tq, qk_scale, ja, q_start, k_end, offs_m, offs_dk, offs_dv, True, True, CAUSAL,
-                           CHUNK, WINDOW, ROWS, DK, DV, BLOCK_DK, BLOCK_DV, DOT_PREC)
+        dk, dv, db = _dkv_step(dk, dv, db, kt, vt, bias, q_base, do_base, lse_ptr + bhq, delta_ptr + bhq,
+                               stride_qt, stride_dot, t, Tq, qk_scale, ja, q_start, k_end, offs_m, offs_dk, offs_dv,
+                               True, True, CAUSAL, CHUNK, WINDOW, ROWS, DK, DV, BLOCK_DK, BLOCK_DV, DOT_PREC)
 
     _store_rows(dk_ptr + b64 * stride_dkb + h * stride_dkh, j, stride_dkt, offs_dk, key_ok, dk * scale, DK, BLOCK_DK)
     _store_rows(dv_ptr + b64 * stride_dvb + h * stride_dvh, j, stride_dvt, offs_dv, key_ok, dv, DV, BLOCK_DV)
+    tl.store(dkb_ptr + b64 * stride_dkbb + h * stride_dkbh + j.to(tl.int64) * stride_dkbt, db, mask=key_ok)
 
 
 @triton.jit
 def _dkv_sel_kernel(
-    q_ptr, sk_ptr, sv_ptr, row_ptr, cnt_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr,
+    q_ptr, sk_ptr, sv_ptr, sb_ptr, row_ptr, cnt_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr, db_ptr,
     Tq, H, NC, K, NKT, q_start, LP, qk_scale, scale,
     stride_qb, stride_qt, stride_qh,
     stride_skb, stride_skc, stride_skr, stride_skh,
     stride_svb, stride_svc, stride_svr, stride_svh,
+    stride_sbb, stride_sbc, stride_sbr, stride_sbh,
     stride_dob, stride_dot, stride_doh,
     stride_dkb, stride_dkc, stride_dkr, stride_dkh,
     stride_dvb, stride_dvc, stride_dvr, stride_dvh,
+    stride_dbb, stride_dbc, stride_dbr, stride_dbh,
     CHUNK: tl.constexpr, ROWS: tl.constexpr, INDEXED: tl.constexpr,
     DK: tl.constexpr, DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PREC: tl.constexpr,
@@ -330,30 +356,33 @@ def _dkv_sel_kernel(
                         n_ok, DK, BLOCK_DK, True)
         vt = _load_rows(sv_ptr + b64 * stride_svb + c64 * stride_svc + h * stride_svh, rows, stride_svr, offs_dv,
                         n_ok, DV, BLOCK_DV, True)
+        bias = _load_bias(sb_ptr + b64 * stride_sbb + c64 * stride_sbc + h * stride_sbh, rows, stride_sbr, n_ok, True)
         dk = tl.zeros([BLOCK_N, BLOCK_DK], tl.float32)
         dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
+        db = tl.zeros([BLOCK_N], tl.float32)
         bhq = bh.to(tl.int64) * LP
         q_base = q_ptr + b64 * stride_qb + h * stride_qh
         do_base = do_ptr + b64 * stride_dob + h * stride_doh
         # every query of the chunk sees every listed key: only padding rows (P = 0) are masked
         for m in range(0, MPC):
-            dk, dv = _dkv_step(dk, dv, kt, vt, q_base, do_base, lse_ptr + bhq, delta_ptr + bhq, stride_qt,
-                               stride_dot, c * MPC + m, Tq, qk_scale, offs_n, q_start, 0, offs_m, offs_dk, offs_dv,
+            dk, dv, db = _dkv_step(dk, dv, db, kt, vt, bias, q_base, do_base, lse_ptr + bhq, delta_ptr + bhq,
+                                   stride_qt, stride_dot, c * MPC + m, Tq, qk_scale, offs_n, q_start, 0, offs_m, offs_dk, offs_dv,
                                True, False, True, CHUNK, 0, ROWS, DK, DV, BLOCK_DK, BLOCK_DV, DOT_PREC)
         dk_base = dk_ptr + b64 * stride_dkb + c64 * stride_dkc + h * stride_dkh
         dv_base = dv_ptr + b64 * stride_dvb + c64 * stride_dvc + h * stride_dvh
-        _emit_sel_grads(dk * scale, dv, rows, n_ok, dk_base, dv_base, stride_dkr, stride_dvr, offs_dk, offs_dv,
-                        INDEXED, DK, DV, BLOCK_DK, BLOCK_DV)
+        db_base = db_ptr + b64 * stride_dbb + c64 * stride_dbc + h * stride_dbh
+        _emit_sel_grads(dk * scale, dv, db, rows, n_ok, dk_base, dv_base, db_base, stride_dkr, stride_dvr,
+                        stride_dbr, offs_dk, offs_dv, INDEXED, DK, DV, BLOCK_DK, BLOCK_DV)
 
 
-def sparse_attention_bwd(do, q, k, v, sel_k, sel_v, rows, cnt, out, lse, *, chunk_size, window, causal, q_start,
-                         k_start, scale, need_sel=True, dq_cfg=(64, 64, 4, 2), dkv_cfg=(64, 64, 4, 2),
+def sparse_attention_bwd(do, q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, lse, *, chunk_size, window, causal,
+                         q_start, k_start, scale, need_sel=True, dq_cfg=(64, 64, 4, 2), dkv_cfg=(64, 64, 4, 2),
                          sel_cfg=(64, 64, 4, 2)):
     """Backward launch (layouts: sparse_attention_fwd). cfg = (BLOCK_M, BLOCK_N, warps, stages).
 
-    Returns dq, dk, dv (dtypes of q, k, v) and dsel_k, dsel_v ([B, NC, K, H, D], zero on unused
-    entries; None for the indexed layout, whose selected-key gradients are in dk, dv, or
-    without need_sel)."""
+    Returns dq, dk, dv (dtypes of q, k, v), dkb (fp32) and dsel_k, dsel_v, dsel_b ([B, NC, K, H(, D)],
+    zero on unused entries; None for the indexed layout, whose selected-key gradients are in dk,
+    dv, dkb, or without need_sel)."""
     bsz, Tq, H, DK = q.shape
     Tk, DV = k.shape[1], v.shape[-1]
     NC, K = rows.shape[1], rows.shape[2]
@@ -366,6 +395,7 @@ def sparse_attention_bwd(do, q, k, v, sel_k, sel_v, rows, cnt, out, lse, *, chun
     common = dict(CHUNK=chunk_size, DK=DK, DV=DV, BLOCK_DK=BLOCK_DK, BLOCK_DV=BLOCK_DV, DOT_PREC=prec)
     sk = sel_strides(sel_k, indexed, k)
     sv = sel_strides(sel_v, indexed, v)
+    sb = sel_strides(sel_b, indexed, kb)
     qk_scale = scale * LOG2E
 
     delta = _empty((bsz * H, LP), dev, torch.float32)
@@ -374,46 +404,50 @@ def sparse_attention_bwd(do, q, k, v, sel_k, sel_v, rows, cnt, out, lse, *, chun
         do.stride(2), DV=DV, BLOCK_M=64, BLOCK_DV=BLOCK_DV,
     )
 
-    # local dk, dv first: the selected keys' gradients are then added into them (indexed layout)
+    # local dk, dv, db first: the selected keys' gradients are then added into them (indexed layout)
     acc_dtype = torch.float32 if indexed else None
     dk = _empty(k.shape, dev, acc_dtype or k.dtype)
     dv = _empty(v.shape, dev, acc_dtype or v.dtype)
+    dkb = _empty(kb.shape, dev, torch.float32)
     bm, bn, warps, stages = dkv_cfg
     BLOCK_M, ROWS = query_rows(bm, chunk_size)
     if Tk:
         _dkv_local_kernel[(triton.cdiv(Tk, bn), bsz * H)](
-            q, k, v, do, lse, delta, dk, dv,
+            q, k, v, kb, do, lse, delta, dk, dv, dkb,
             Tq, Tk, H, NC, q_start, k_start, LP, qk_scale, scale,
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2), do.stride(0), do.stride(1), do.stride(2),
+            v.stride(0), v.stride(1), v.stride(2), kb.stride(0), kb.stride(1), kb.stride(2),
+            do.stride(0), do.stride(1), do.stride(2),
             dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2),
+            dkb.stride(0), dkb.stride(1), dkb.stride(2),
             WINDOW=window, CAUSAL=causal, ROWS=ROWS, BLOCK_M=BLOCK_M, BLOCK_N=bn,
             num_warps=warps, num_stages=stages, **common,
         )
 
     want_sel = (indexed or need_sel) and K > 0
-    dsel_k = dsel_v = None
+    dsel_k = dsel_v = dsel_b = None
     if indexed:
-        dsk, dsv = sel_strides(None, True, dk), sel_strides(None, True, dv)
+        dsk, dsv, dsb = (sel_strides(None, True, t) for t in (dk, dv, dkb))
     elif need_sel:
         dsel_k = torch.zeros(sel_k.shape, device=dev, dtype=sel_k.dtype)
         dsel_v = torch.zeros(sel_v.shape, device=dev, dtype=sel_v.dtype)
-        dsk, dsv = sel_strides(dsel_k, False, None), sel_strides(dsel_v, False, None)
+        dsel_b = torch.zeros(sel_b.shape, device=dev, dtype=torch.float32)
+        dsk, dsv, dsb = (sel_strides(t, False, None) for t in (dsel_k, dsel_v, dsel_b))
     else:
-        dsk = dsv = (q, 0, 0, 0, 0)  # not written (FUSED_SEL off)
+        dsk = dsv = dsb = (q, 0, 0, 0, 0)  # not written (FUSED_SEL off)
 
-    # dq; where one program holds a whole chunk's queries it also forms the selected keys' dk, dv
+    # dq; where one program holds a whole chunk's queries it also forms the selected keys' dk, dv, db
     dq = _empty(q.shape, dev, q.dtype)
     bm, bn, warps, stages = dq_cfg
     BLOCK_M, ROWS = query_rows(bm, chunk_size)
     fused = want_sel and ROWS == chunk_size
     _dq_kernel[(NC * (chunk_size // ROWS), bsz * H)](
-        q, k, v, sk[0], sv[0], rows, cnt, do, lse, delta, dq, dsk[0], dsv[0],
+        q, k, v, kb, sk[0], sv[0], sb[0], rows, cnt, do, lse, delta, dq, dsk[0], dsv[0], dsb[0],
         Tq, Tk, H, NC, K, q_start, k_start, LP, qk_scale, scale,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), *sk[1:], *sv[1:],
+        v.stride(0), v.stride(1), v.stride(2), kb.stride(0), kb.stride(1), kb.stride(2), *sk[1:], *sv[1:], *sb[1:],
         do.stride(0), do.stride(1), do.stride(2), dq.stride(0), dq.stride(1), dq.stride(2),
-        *dsk[1:], *dsv[1:],
+        *dsk[1:], *dsv[1:], *dsb[1:],
         WINDOW=window, CAUSAL=causal, ROWS=ROWS, BLOCK_M=BLOCK_M, BLOCK_N=bn, FUSED_SEL=fused, INDEXED=indexed,
         num_warps=warps, num_stages=stages, **common,
     )
@@ -423,13 +457,13 @@ def sparse_attention_bwd(do, q, k, v, sel_k, sel_v, rows, cnt, out, lse, *, chun
         BLOCK_M, ROWS = query_rows(bm, chunk_size)
         NKT = triton.cdiv(K, bn)
         _dkv_sel_kernel[(NC * NKT, bsz * H)](
-            q, sk[0], sv[0], rows, cnt, do, lse, delta, dsk[0], dsv[0],
+            q, sk[0], sv[0], sb[0], rows, cnt, do, lse, delta, dsk[0], dsv[0], dsb[0],
             Tq, H, NC, K, NKT, q_start, LP, qk_scale, scale,
-            q.stride(0), q.stride(1), q.stride(2), *sk[1:], *sv[1:],
-            do.stride(0), do.stride(1), do.stride(2), *dsk[1:], *dsv[1:],
+            q.stride(0), q.stride(1), q.stride(2), *sk[1:], *sv[1:], *sb[1:],
+            do.stride(0), do.stride(1), do.stride(2), *dsk[1:], *dsv[1:], *dsb[1:],
             ROWS=ROWS, INDEXED=indexed, BLOCK_M=BLOCK_M, BLOCK_N=bn,
             num_warps=warps, num_stages=stages, **common,
         )
     if indexed:
         dk, dv = dk.to(k.dtype), dv.to(v.dtype)
-    return dq, dk, dv, dsel_k, dsel_v
+    return dq, dk, dv, dkb, dsel_k, dsel_v, dsel_b

@@ -9,6 +9,8 @@ query chunk starting at absolute position i0 attends to
   at `sel + b*stride_b + c*stride_c + h*stride_h + r*stride_r`. For the gathered layout
   (sel_k [B, NC, K, H, D]) r is the slot of the list; for the indexed layout the launcher passes
   k itself with stride_c = 0 and r = the key's index in k, so no gathered copy exists.
+  Each key also has a bias b_j (fp32, the scan bias of bias.py; zeros without one), read
+  the same way: logit_ij = scale * <q_i, k_j> + b_j.
   The launcher compacts each chunk's list to the `cnt` usable entries (valid, outside the local
   span, not after the chunk's queries, first of repeats), so the kernel needs no per-key test
   beyond r < cnt.
@@ -62,10 +64,22 @@ def _store_rows(base, rows, stride_row, offs_d, row_mask, x, D: tl.constexpr, BL
 
 
 @triton.jit
-def _softmax_step(acc, l_i, m_i, q, kt, vt, s_mask, qk_scale, MASK: tl.constexpr, DOT_PREC: tl.constexpr):
-    """One key tile of the online softmax (base 2). q [BM, BDK], kt [BN, BDK], vt [BN, BDV]."""
+def _load_bias(base, rows, stride_row, row_mask, ROW_MASK: tl.constexpr):
+    """[len(rows)] fp32 key biases in base 2 (times log2 e); 0 where masked."""
+    ptrs = base + rows.to(tl.int64) * stride_row
+    if ROW_MASK:
+        b = tl.load(ptrs, mask=row_mask, other=0.0)
+    else:
+        b = tl.load(ptrs)
+    return b.to(tl.float32) * 1.4426950408889634
+
+
+@triton.jit
+def _softmax_step(acc, l_i, m_i, q, kt, vt, bias, s_mask, qk_scale, MASK: tl.constexpr, DOT_PREC: tl.constexpr):
+    """One key tile of the online softmax (base 2). q [BM, BDK], kt [BN, BDK], vt [BN, BDV],
+    bias [BN] (base 2)."""
     # [BM, BN]
-    s = tl.dot(q, tl.trans(kt), input_precision=DOT_PREC) * qk_scale
+    s = tl.dot(q, tl.trans(kt), input_precision=DOT_PREC) * qk_scale + bias[None, :]
     if MASK:
         s = tl.where(s_mask, s, float("-inf"))
     m_new = tl.maximum(m_i, tl.max(s, 1))  # m_i starts finite: m_new is finite
@@ -77,7 +91,7 @@ def _softmax_step(acc, l_i, m_i, q, kt, vt, s_mask, qk_scale, MASK: tl.constexpr
 
 
 @triton.jit
-def _fwd_local(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, lo, hi, k_start, q_abs,
+def _fwd_local(acc, l_i, m_i, q, k_base, v_base, kb_base, stride_kt, stride_vt, stride_kbt, lo, hi, k_start, q_abs,
                qk_scale, offs_n, offs_dk, offs_dv,
                MASK: tl.constexpr, CAUSAL: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr,
                BLOCK_N: tl.constexpr, BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr,
@@ -88,10 +102,11 @@ def _fwd_local(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, lo, hi, k
         in_range = ja < hi
         kt = _load_rows(k_base, ja - k_start, stride_kt, offs_dk, in_range, DK, BLOCK_DK, MASK)
         vt = _load_rows(v_base, ja - k_start, stride_vt, offs_dv, in_range, DV, BLOCK_DV, MASK)
+        bias = _load_bias(kb_base, ja - k_start, stride_kbt, in_range, MASK)
         s_mask = in_range[None, :]
         if CAUSAL:
             s_mask = s_mask & (ja[None, :] <= q_abs[:, None])
-        acc, l_i, m_i = _softmax_step(acc, l_i, m_i, q, kt, vt, s_mask, qk_scale, MASK, DOT_PREC)
+        acc, l_i, m_i = _softmax_step(acc, l_i, m_i, q, kt, vt, bias, s_mask, qk_scale, MASK, DOT_PREC)
     return acc, l_i, m_i
 
 
@@ -115,13 +130,15 @@ def _local_bounds(t, q_start, k_start, Tk, ROWS: tl.constexpr, CHUNK: tl.constex
 
 @triton.jit
 def _sparse_attn_fwd_kernel(
-    q_ptr, k_ptr, v_ptr, sk_ptr, sv_ptr, row_ptr, cnt_ptr, o_ptr, lse_ptr,
+    q_ptr, k_ptr, v_ptr, kb_ptr, sk_ptr, sv_ptr, sb_ptr, row_ptr, cnt_ptr, o_ptr, lse_ptr,
     Tq, Tk, H, NC, K, q_start, k_start, LP, qk_scale,
     stride_qb, stride_qt, stride_qh,
     stride_kb, stride_kt, stride_kh,
     stride_vb, stride_vt, stride_vh,
+    stride_kbb, stride_kbt, stride_kbh,
     stride_skb, stride_skc, stride_skr, stride_skh,
     stride_svb, stride_svc, stride_svr, stride_svh,
+    stride_sbb, stride_sbc, stride_sbr, stride_sbh,
     stride_ob, stride_ot, stride_oh,
     CHUNK: tl.constexpr, WINDOW: tl.constexpr, CAUSAL: tl.constexpr, ROWS: tl.constexpr,
     DK: tl.constexpr, DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -144,17 +161,18 @@ def _sparse_attn_fwd_kernel(
     q = _load_rows(q_ptr + b64 * stride_qb + h * stride_qh, qi, stride_qt, offs_dk, row_ok, DK, BLOCK_DK, True)
     k_base = k_ptr + b64 * stride_kb + h * stride_kh
     v_base = v_ptr + b64 * stride_vb + h * stride_vh
+    kb_base = kb_ptr + b64 * stride_kbb + h * stride_kbh
     m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)
     l_i = tl.zeros([BLOCK_M], tl.float32)
     acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
 
     c, lo, mid, hi = _local_bounds(t, q_start, k_start, Tk, ROWS, CHUNK, WINDOW, CAUSAL, BLOCK_N)
-    acc, l_i, m_i = _fwd_local(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, lo, mid, k_start, q_abs,
-                               qk_scale, offs_n, offs_dk, offs_dv, False, CAUSAL, DK, DV, BLOCK_N, BLOCK_DK,
-                               BLOCK_DV, DOT_PREC)
-    acc, l_i, m_i = _fwd_local(acc, l_i, m_i, q, k_base, v_base, stride_kt, stride_vt, mid, hi, k_start, q_abs,
-                               qk_scale, offs_n, offs_dk, offs_dv, True, CAUSAL, DK, DV, BLOCK_N, BLOCK_DK,
-                               BLOCK_DV, DOT_PREC)
+    acc, l_i, m_i = _fwd_local(acc, l_i, m_i, q, k_base, v_base, kb_base, stride_kt, stride_vt, stride_kbt, lo, mid,
+                               k_start, q_abs, qk_scale, offs_n, offs_dk, offs_dv, False, CAUSAL, DK, DV, BLOCK_N,
+                               BLOCK_DK, BLOCK_DV, DOT_PREC)
+    acc, l_i, m_i = _fwd_local(acc, l_i, m_i, q, k_base, v_base, kb_base, stride_kt, stride_vt, stride_kbt, mid, hi,
+                               k_start, q_abs, qk_scale, offs_n, offs_dk, offs_dv, True, CAUSAL, DK, DV, BLOCK_N,
+                               BLOCK_DK, BLOCK_DV, DOT_PREC)
 
     # selected keys of chunk c: the first cnt entries of its compacted list
     c64 = c.to(tl.int64)
@@ -162,13 +180,15 @@ def _sparse_attn_fwd_kernel(
     row_base = row_ptr + (b64 * NC + c64) * K
     sk_base = sk_ptr + b64 * stride_skb + c64 * stride_skc + h * stride_skh
     sv_base = sv_ptr + b64 * stride_svb + c64 * stride_svc + h * stride_svh
+    sb_base = sb_ptr + b64 * stride_sbb + c64 * stride_sbc + h * stride_sbh
     for n0 in range(0, cnt, BLOCK_N):
         n = n0 + offs_n
         n_ok = n < cnt
         rows = tl.load(row_base + n, mask=n_ok, other=0)
         kt = _load_rows(sk_base, rows, stride_skr, offs_dk, n_ok, DK, BLOCK_DK, True)
         vt = _load_rows(sv_base, rows, stride_svr, offs_dv, n_ok, DV, BLOCK_DV, True)
-        acc, l_i, m_i = _softmax_step(acc, l_i, m_i, q, kt, vt, n_ok[None, :], qk_scale, True, DOT_PREC)
+        bias = _load_bias(sb_base, rows, stride_sbr, n_ok, True)
+        acc, l_i, m_i = _softmax_step(acc, l_i, m_i, q, kt, vt, bias, n_ok[None, :], qk_scale, True, DOT_PREC)
 
     seen = l_i > 0.0
     l_safe = tl.where(seen, l_i, 1.0)
@@ -208,18 +228,20 @@ def query_rows(block_m: int, chunk: int) -> tuple[int, int]:
 
 
 def sel_strides(t: torch.Tensor | None, indexed: bool, like: torch.Tensor):
-    """(tensor, stride_b, stride_c, stride_row, stride_h) of the selected rows' source."""
+    """(tensor, stride_b, stride_c, stride_row, stride_h) of the selected rows' source: t
+    [B, NC, K, H(, D)] (gathered), or like [B, Tk, H(, D)] itself (indexed)."""
     if indexed:  # rows index k / v [B, Tk, H, D] directly
         return like, like.stride(0), 0, like.stride(1), like.stride(2)
     return t, t.stride(0), t.stride(1), t.stride(2), t.stride(3)
 
 
-def sparse_attention_fwd(q, k, v, sel_k, sel_v, rows, cnt, *, chunk_size, window, causal, q_start, k_start, scale,
-                         block_m=64, block_n=64, num_warps=4, num_stages=2):
-    """Forward launch. q [B, Tq, H, DK], k [B, Tk, H, DK], v [B, Tk, H, DV] (last dim contiguous);
-    sel_k / sel_v [B, NC, K, H, D] or None (indexed: rows index k); rows [B, NC, K] int32, cnt
-    [B, NC] int32 (compacted lists). Returns out [B, Tq, H, DV] (q.dtype) and the base-2 lse
-    [B*H, NC*chunk] fp32 (+inf on padding rows)."""
+def sparse_attention_fwd(q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, *, chunk_size, window, causal, q_start,
+                         k_start, scale, block_m=64, block_n=64, num_warps=4, num_stages=2):
+    """Forward launch. q [B, Tq, H, DK], k [B, Tk, H, DK], v [B, Tk, H, DV] (last dim contiguous),
+    kb [B, Tk, H] fp32 key biases; sel_k / sel_v [B, NC, K, H, D] and sel_b [B, NC, K, H] fp32, or
+    all None (indexed: rows index k, kb); rows [B, NC, K] int32, cnt [B, NC] int32 (compacted
+    lists). Returns out [B, Tq, H, DV] (q.dtype) and the base-2 lse [B*H, NC*chunk] fp32 (+inf on
+    padding rows)."""
     bsz, Tq, H, DK = q.shape
     Tk, DV = k.shape[1], v.shape[-1]
     NC, K = rows.shape[1], rows.shape[2]
@@ -232,14 +254,16 @@ def sparse_attention_fwd(q, k, v, sel_k, sel_v, rows, cnt, *, chunk_size, window
         return out, lse
     sk = sel_strides(sel_k, indexed, k)
     sv = sel_strides(sel_v, indexed, v)
+    sb = sel_strides(sel_b, indexed, kb)
     grid = (NC * (chunk_size // ROWS), bsz * H)
     _sparse_attn_fwd_kernel[grid](
-        q, k, v, sk[0], sv[0], rows, cnt, out, lse,
+        q, k, v, kb, sk[0], sv[0], sb[0], rows, cnt, out, lse,
         Tq, Tk, H, NC, K, q_start, k_start, LP, scale * LOG2E,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
-        *sk[1:], *sv[1:],
+        kb.stride(0), kb.stride(1), kb.stride(2),
+        *sk[1:], *sv[1:], *sb[1:],
         out.stride(0), out.stride(1), out.stride(2),
         CHUNK=chunk_size, WINDOW=window, CAUSAL=causal, ROWS=ROWS, DK=DK, DV=DV,
         BLOCK_M=BLOCK_M, BLOCK_N=block_n, BLOCK_DK=max(16, triton.next_power_of_2(DK)),

@@ -44,7 +44,7 @@ class ModelConfig:
     attn_heads: int = 4
     """Sparse attention heads."""
     attn_head_dim: int = 32
-    """Channels per attention head (before widening by the scan-informed bias)."""
+    """Channels per attention head (the scan-informed bias adds one fp32 scalar per key, bias.py)."""
     attn_window: int = 128
     """Local window: a query in the chunk starting at i0 sees every key in [i0 - window, i]."""
     attn_chunk: int = 64

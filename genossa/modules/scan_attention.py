@@ -7,13 +7,13 @@ a bias from the mixer's scan summaries.
 
 over the local span of i and the top-k keys selected for i's chunk (ops/sparse_attention).
 Both bias terms vary with the key j, so neither cancels in the softmax; they are folded into
-one widened dot product (bias.py).
+the keys and one fp32 bias per key (bias.py).
 
 Ablations (`selection`): 'random' and 'strided' replace the importance fed to the selection by a
 function of the absolute position only (`positional_importance`); the budget rule, the causal
 prefix top-k and streaming are unchanged, so only *which* keys are chosen differs from 'scan'.
 
-Streaming (causal): `AttentionCache` keeps the widened keys, values, importance and complexity of
+Streaming (causal): `AttentionCache` keeps the folded keys, key biases, values, importance and complexity of
 the last window + chunk positions (still in local spans or not yet selectable) and the running
 top-cap pool with its keys and values: O(window + chunk + cap) per layer, whatever the length.
 """
@@ -78,7 +78,9 @@ class AttentionCache(NamedTuple):
     pos: int
     """Tokens seen so far (a multiple of the query chunk until the last call)."""
     k: Tensor
-    """[B, R, H, 2D+1] widened keys of positions [pos - R, pos), R <= window + chunk."""
+    """[B, R, H, D] folded keys of positions [pos - R, pos), R <= window + chunk."""
+    kb: Tensor
+    """[B, R, H] their scan biases (fp32)."""
     v: Tensor
     """[B, R, H, D] values of the same positions."""
     importance: Tensor
@@ -88,7 +90,9 @@ class AttentionCache(NamedTuple):
     pool: SelectionState
     """The running top-cap pool (positions < pos - R)."""
     pool_k: Tensor
-    """[B, cap, H, 2D+1] widened keys of the pooled positions."""
+    """[B, cap, H, D] folded keys of the pooled positions."""
+    pool_kb: Tensor
+    """[B, cap, H] their scan biases."""
     pool_v: Tensor
     """[B, cap, H, D] values of the pooled positions."""
 
@@ -137,17 +141,18 @@ class ScanSparseAttention(nn.Module):
         """Positions the streaming cache keeps in full: window + chunk."""
         return self.window + self.chunk_size
 
-    def _project(self, x: Tensor, scan: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def _project(self, x: Tensor, scan: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """q, folded k, v [B, T, H, D] and the key biases [B, T, H] (fp32 or fp64)."""
         bsz, T, _ = x.shape
         H, D = self.n_heads, self.head_dim
         q, k, v = self.qkv(x).view(bsz, T, 3, H, D).unbind(2)
         s = self.summary(scan)  # [B, T, d_s]
         ws = self.summary_q(s).view(bsz, T, H, D)
         wks = self.summary_k(s).view(bsz, T, H, D)
-        q_wide, k_wide = fold_scan_bias(q, k, ws, wks, self.lam, self.mu, scale=1.0 / math.sqrt(D))
-        # under autocast the projections are 16-bit but lam, mu (fp32 parameters) promote the folded
-        # q, k to fp32 and put the attention kernel on its fp32 path (H200: 91% of inference time, embed 10x slower)
-        return q_wide.to(v.dtype), k_wide.to(v.dtype), v
+        q, k, kb = fold_scan_bias(q, k, ws, wks, self.lam, self.mu, scale=1.0 / math.sqrt(D))
+        # under autocast the projections are 16-bit but lam (an fp32 parameter) promotes the folded
+        # k to fp32 and puts the attention kernel on its fp32 path (H200: 91% of inference time, embed 10x slower)
+        return q, k.to(v.dtype), v, kb
 
     def forward(
         self,
@@ -163,7 +168,7 @@ class ScanSparseAttention(nn.Module):
 
         Returns out [B, T, d_model], and the new cache with return_cache (causal only).
         """
-        q, k, v = self._project(x, scan)
+        q, k, v, kb = self._project(x, scan)
         importance, complexity = combine_scales(norm, change)
         if self.selection == "change":  # rank by what each position adds to the state, not its size
             importance = change_importance(change)
@@ -180,11 +185,12 @@ class ScanSparseAttention(nn.Module):
             sel = select_bidirectional(importance, complexity, **kw)
             if self.record_selection:
                 self.last_selection = sel
-            return self.out_proj(self._attend(q, k, v, sel, causal=False).flatten(2))
+            return self.out_proj(self._attend(q, k, v, kb, sel, causal=False).flatten(2))
 
         start = 0 if cache is None else cache.pos
         if cache is not None:
             k = torch.cat([cache.k, k], 1)
+            kb = torch.cat([cache.kb, kb], 1)
             v = torch.cat([cache.v, v], 1)
             importance = torch.cat([cache.importance, importance], 1)
             complexity = torch.cat([cache.complexity, complexity], 1)
@@ -196,58 +202,60 @@ class ScanSparseAttention(nn.Module):
         if self.record_selection:
             self.last_selection = sel
         if cache is None:
-            out = self._attend(q, k, v, sel, causal=True)
+            out = self._attend(q, k, v, kb, sel, causal=True)
         else:  # selected keys may come from the cache's pool, before k
-            out = self._attend_streaming(q, k, v, sel, start, k_start, cache)
+            out = self._attend_streaming(q, k, v, kb, sel, start, k_start, cache)
         out = self.out_proj(out.flatten(2))
         if not return_cache:
             return out
         keep = min(self.recent, k.shape[1])
-        pool_k, pool_v = self._gather(pool.pos[:, None], k, v, k_start, cache)
+        pool_k, pool_v, pool_kb = self._gather(pool.pos[:, None], (k, v, kb), k_start, cache)
         new_cache = AttentionCache(
-            start + q.shape[1], k[:, -keep:], v[:, -keep:], importance[:, -keep:], complexity[:, -keep:],
-            pool, pool_k[:, 0], pool_v[:, 0],
+            start + q.shape[1], k[:, -keep:], kb[:, -keep:], v[:, -keep:], importance[:, -keep:],
+            complexity[:, -keep:], pool, pool_k[:, 0], pool_kb[:, 0], pool_v[:, 0],
         )
         return out, new_cache
 
-    def _attend(self, q: Tensor, k: Tensor, v: Tensor, sel, *, causal: bool) -> Tensor:
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, kb: Tensor, sel, *, causal: bool) -> Tensor:
         """Attention of a whole sequence (positions from 0): the Triton kernel reads the selected
-        keys from k, v by position; the reference takes gathered copies ([B, NC, K, H, D])."""
+        keys from k, v, kb by position; the reference takes gathered copies ([B, NC, K, H, D])."""
         kw = dict(chunk_size=self.chunk_size, window=self.window, causal=causal, scale=1.0)
         if resolve_impl("sparse_attention", self.impl, q) == "triton":
             from genossa.ops.sparse_attention.triton import sparse_attention_indexed
 
-            return sparse_attention_indexed(q, k, v, sel.pos, sel.valid, **kw)
-        return sparse_attention(q, k, v, gather_selected(k, sel.pos), gather_selected(v, sel.pos), sel.pos,
-                                sel.valid, impl="naive", **kw)
+            return sparse_attention_indexed(q, k, v, sel.pos, sel.valid, key_bias=kb, **kw)
+        sel_k, sel_v, sel_b = (gather_selected(t, sel.pos) for t in (k, v, kb))
+        return sparse_attention(q, k, v, sel_k, sel_v, sel.pos, sel.valid, key_bias=kb, sel_bias=sel_b,
+                                impl="naive", **kw)
 
-    def _attend_streaming(self, q: Tensor, k: Tensor, v: Tensor, sel, q_start: int, k_start: int,
+    def _attend_streaming(self, q: Tensor, k: Tensor, v: Tensor, kb: Tensor, sel, q_start: int, k_start: int,
                           cache: AttentionCache) -> Tensor:
         """Attention of a stream's next piece: the Triton kernel reads the selected keys by row
-        from [cache pool; k, v]; the reference takes gathered copies."""
+        from [cache pool; k, v, kb]; the reference takes gathered copies."""
         kw = dict(chunk_size=self.chunk_size, window=self.window, causal=True, q_start=q_start, k_start=k_start,
                   scale=1.0)
         if resolve_impl("sparse_attention", self.impl, q) == "triton":
             from genossa.ops.sparse_attention.triton import sparse_attention_indexed
 
-            return sparse_attention_indexed(q, k, v, sel.pos, sel.valid, pool_k=cache.pool_k, pool_v=cache.pool_v,
-                                            pool_pos=cache.pool.pos, **kw)
-        sel_k, sel_v = self._gather(sel.pos, k, v, k_start, cache)
-        return sparse_attention(q, k, v, sel_k, sel_v, sel.pos, sel.valid, impl="naive", **kw)
+            return sparse_attention_indexed(q, k, v, sel.pos, sel.valid, key_bias=kb, pool_k=cache.pool_k,
+                                            pool_v=cache.pool_v, pool_bias=cache.pool_kb, pool_pos=cache.pool.pos,
+                                            **kw)
+        sel_k, sel_v, sel_b = self._gather(sel.pos, (k, v, kb), k_start, cache)
+        return sparse_attention(q, k, v, sel_k, sel_v, sel.pos, sel.valid, key_bias=kb, sel_bias=sel_b,
+                                impl="naive", **kw)
 
     @staticmethod
-    def _gather(pos: Tensor, k: Tensor, v: Tensor, k_start: int, cache: AttentionCache | None):
-        """Keys/values at positions pos [B, NC, K]: from k, v (positions >= k_start) or else from
-        the cache's pool. Returns [B, NC, K, H, Dk], [B, NC, K, H, Dv]."""
-        sel_k, sel_v = gather_selected(k, pos, k_start), gather_selected(v, pos, k_start)
+    def _gather(pos: Tensor, keys: tuple[Tensor, Tensor, Tensor], k_start: int, cache: AttentionCache | None):
+        """Keys, values and key biases at positions pos [B, NC, K]: from keys = (k, v, kb)
+        (positions >= k_start) or else from the cache's pool. Returns [B, NC, K, H(, D)] each."""
+        gathered = [gather_selected(t, pos, k_start) for t in keys]
         if cache is None or k_start <= 0:
-            return sel_k, sel_v
-        bsz, n_chunks, n_sel = pos.shape
-        slot = pool_slots(pos, cache.pool.pos)[0].reshape(bsz, -1)  # [B, NC*K]
-        H = k.shape[2]
-        pooled_k = cache.pool_k.gather(1, slot[..., None, None].expand(-1, -1, H, cache.pool_k.shape[-1]))
-        pooled_v = cache.pool_v.gather(1, slot[..., None, None].expand(-1, -1, H, cache.pool_v.shape[-1]))
-        from_pool = ((pos >= 0) & (pos < k_start))[..., None, None]
-        sel_k = torch.where(from_pool, pooled_k.view(bsz, n_chunks, n_sel, H, -1), sel_k)
-        sel_v = torch.where(from_pool, pooled_v.view(bsz, n_chunks, n_sel, H, -1), sel_v)
-        return sel_k, sel_v
+            return gathered
+        slot = pool_slots(pos, cache.pool.pos)[0]  # [B, NC, K]
+        from_pool = (pos >= 0) & (pos < k_start)
+        out = []
+        for sel, pooled in zip(gathered, (cache.pool_k, cache.pool_v, cache.pool_kb)):
+            from_pooled = gather_selected(pooled, slot)  # slots index the pool from 0
+            mask = from_pool.view(*from_pool.shape, *(1,) * (sel.dim() - 3))
+            out.append(torch.where(mask, from_pooled, sel))
+        return out

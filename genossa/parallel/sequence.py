@@ -68,24 +68,26 @@ def shard_bounds(length: int, world: int, chunk: int) -> list[tuple[int, int]]:
 
 def _n_diff(block: nn.Module) -> int:
     """Leading entries of the block's flattened state that carry gradient (see `_flatten`)."""
-    return 6 if getattr(block, "attention", None) is not None else 2
+    return 8 if getattr(block, "attention", None) is not None else 2
 
 
 def _flatten(state: BlockState) -> list[Tensor]:
     m, a = state.mixer, state.attention
     if a is None:  # a block without attention (Mamba2-only ablation) carries the mixer state only
         return [m.conv, m.ssm]
-    return [m.conv, m.ssm, a.k, a.v, a.pool_k, a.pool_v, a.importance, a.complexity, a.pool.score, a.pool.pos]
+    return [m.conv, m.ssm, a.k, a.kb, a.v, a.pool_k, a.pool_kb, a.pool_v, a.importance, a.complexity, a.pool.score,
+            a.pool.pos]
 
 
 def _unflatten(t: tuple[Tensor, ...], pos: int) -> BlockState:
     if len(t) == 2:
         return BlockState(mixer=MixerState(conv=t[0], ssm=t[1]), attention=None)
-    conv, ssm, k, v, pool_k, pool_v, importance, complexity, score, pool_pos = t
+    conv, ssm, k, kb, v, pool_k, pool_kb, pool_v, importance, complexity, score, pool_pos = t
     return BlockState(
         mixer=MixerState(conv=conv, ssm=ssm),
-        attention=AttentionCache(pos=pos, k=k, v=v, importance=importance, complexity=complexity,
-                                 pool=SelectionState(score=score, pos=pool_pos), pool_k=pool_k, pool_v=pool_v),
+        attention=AttentionCache(pos=pos, k=k, kb=kb, v=v, importance=importance, complexity=complexity,
+                                 pool=SelectionState(score=score, pos=pool_pos), pool_k=pool_k, pool_kb=pool_kb,
+                                 pool_v=pool_v),
     )
 
 

@@ -86,9 +86,9 @@ def test_positional_selection_attends_to_the_keys_its_rule_names(kind):
         got = attn(x, scan, norm, change)
         _, complexity = combine_scales(norm, change)
         pos, valid = _expected_selection(kind, T, attn, complexity)
-        q, k, v = attn._project(x, scan)
+        q, k, v, kb = attn._project(x, scan)
         mask = dense_pattern_mask(T, pos, valid, chunk_size=8, window=16, causal=True)
-        want = attn.out_proj(dense_masked_attention(q, k, v, mask, scale=1.0).flatten(2))
+        want = attn.out_proj(dense_masked_attention(q, k, v, mask, scale=1.0, key_bias=kb).flatten(2))
     # strided: while fewer than k strided candidates exist, the rest tie at score 0 and the choice
     # among them is arbitrary; from query 16 + 3 * 16 on there are >= cap = 4 strided candidates
     first = 0 if kind == "random" else 16 + 3 * 16 + 8
@@ -144,9 +144,9 @@ def test_window_covering_the_sequence_is_dense_causal_attention():
     norm, change = torch.rand(bsz, T, 3, dtype=torch.float64), torch.rand(bsz, T, 3, dtype=torch.float64)
     with torch.no_grad():
         got = attn(x, scan, norm, change)
-        q, k, v = attn._project(x, scan)
+        q, k, v, kb = attn._project(x, scan)
         causal = torch.ones(T, T, dtype=torch.bool).tril()[None].expand(bsz, -1, -1)
-        want = attn.out_proj(dense_masked_attention(q, k, v, causal, scale=1.0).flatten(2))
+        want = attn.out_proj(dense_masked_attention(q, k, v, causal, scale=1.0, key_bias=kb).flatten(2))
     torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-10)
 
 

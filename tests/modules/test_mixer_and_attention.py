@@ -125,15 +125,17 @@ def test_norms_and_mlp():
 
 
 def test_projections_keep_the_autocast_dtype():
-    """Under bf16 autocast the fp32 bias parameters (lam, mu) must not promote the folded q, k
-    to fp32: the Triton attention would take its fp32 path (on an H200 it made embed 10x slower)."""
+    """Under bf16 autocast the fp32 bias parameter lam must not promote the folded k to fp32: the
+    Triton attention would take its fp32 path (on an H200 it made embed 10x slower). The key
+    bias stays fp32 (it shifts logits)."""
     attn = ScanSparseAttention(32, 48, 2, 8, summary_dim=6, window=8, chunk_size=8, topk_base=2,
                                topk_alpha=4.0, topk_cap=4, causal=True, bias_init=0.3)
     x, scan = torch.randn(1, 16, 32), torch.randn(1, 16, 48)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        q, k, v = attn._project(x, scan)
-    assert q.dtype == k.dtype == v.dtype == torch.bfloat16
-    q32, k32, _ = attn._project(x, scan)  # no autocast: fp32 throughout, the same numbers to bf16 precision
+        q, k, v, kb = attn._project(x, scan)
+    assert q.dtype == k.dtype == v.dtype == torch.bfloat16 and kb.dtype == torch.float32
+    q32, k32, _, kb32 = attn._project(x, scan)  # no autocast: fp32 throughout, the same numbers to bf16 precision
     assert q32.dtype == torch.float32
     torch.testing.assert_close(q.float(), q32, rtol=2e-2, atol=2e-2)
     torch.testing.assert_close(k.float(), k32, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(kb, kb32, rtol=5e-2, atol=5e-2)

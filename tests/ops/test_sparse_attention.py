@@ -172,9 +172,11 @@ def test_fold_scan_bias_is_the_biased_logit():
     B, T, H, D = 2, 7, 3, 4
     q, k, ws, wks = (torch.randn(B, T, H, D, generator=g, dtype=torch.float64) for _ in range(4))
     lam, mu = torch.randn(H, generator=g, dtype=torch.float64), torch.randn(H, generator=g, dtype=torch.float64)
-    qw, kw = fold_scan_bias(q, k, ws, wks, lam, mu, scale=0.5)
-    assert qw.shape == (B, T, H, 2 * D + 1)
-    got = torch.einsum("bihd,bjhd->bhij", qw, kw)
+    qf, kf, kb = fold_scan_bias(q, k, ws, wks, lam, mu, scale=0.5)
+    assert qf.shape == kf.shape == (B, T, H, D) and kb.shape == (B, T, H)
+    assert kb.dtype == torch.float64
+    assert fold_scan_bias(*(t.half() for t in (q, k, ws, wks)), lam, mu, 0.5)[2].dtype == torch.float32  # 16-bit: fp32 bias
+    got = torch.einsum("bihd,bjhd->bhij", qf, kf) + kb.transpose(1, 2)[:, :, None, :]
     want = (0.5 * torch.einsum("bihd,bjhd->bhij", q, k)
             + lam[:, None, None] * torch.einsum("bihd,bjhd->bhij", q, ws)
             + mu[:, None, None] * (k * wks).sum(-1).transpose(1, 2)[:, :, None, :])

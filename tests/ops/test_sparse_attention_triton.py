@@ -83,34 +83,36 @@ def make_case(Tq, *, dtype, chunk, window, n_sel, causal=True, q_start=0, k_star
     return q.to(**to), k.to(**to), v.to(**to), pos.to(device), valid.to(device)
 
 
-def run(impl, q, k, v, pos, valid, dout, **kw):
-    """Output and gradients (q, k, v[, sel_k, sel_v]) of one implementation."""
-    q, k, v = (t.detach().clone().requires_grad_() for t in (q, k, v))
+def run(impl, q, k, v, kb, pos, valid, dout, **kw):
+    """Output and gradients (q, k, v, key_bias[, sel_k, sel_v, sel_bias]) of one implementation."""
+    q, k, v, kb = (t.detach().clone().requires_grad_() for t in (q, k, v, kb))
     k_start = kw.get("k_start", 0)
     if impl == "indexed":
-        out = sat.sparse_attention_indexed(q, k, v, pos, valid, **kw)
-        return out, torch.autograd.grad(out, (q, k, v), dout)
-    if impl == "naive_indexed":  # the gathered keys stay in the graph: their gradients reach k, v
+        out = sat.sparse_attention_indexed(q, k, v, pos, valid, key_bias=kb, **kw)
+        return out, torch.autograd.grad(out, (q, k, v, kb), dout)
+    if impl == "naive_indexed":  # the gathered keys stay in the graph: their gradients reach k, v, kb
         out = naive_sparse_attention(q, k, v, gather_selected(k, pos, k_start), gather_selected(v, pos, k_start),
-                                     pos, valid, **kw)
-        return out, torch.autograd.grad(out, (q, k, v), dout)
-    sk = gather_selected(k, pos, k_start).detach().requires_grad_()
-    sv = gather_selected(v, pos, k_start).detach().requires_grad_()
+                                     pos, valid, key_bias=kb, sel_bias=gather_selected(kb, pos, k_start), **kw)
+        return out, torch.autograd.grad(out, (q, k, v, kb), dout)
+    sel = [gather_selected(t, pos, k_start).detach().requires_grad_() for t in (k, v, kb)]
     fn = sat.sparse_attention_triton if impl == "triton" else naive_sparse_attention
-    out = fn(q, k, v, sk, sv, pos, valid, **kw)
-    return out, torch.autograd.grad(out, (q, k, v, sk, sv), dout)
+    out = fn(q, k, v, sel[0], sel[1], pos, valid, key_bias=kb, sel_bias=sel[2], **kw)
+    return out, torch.autograd.grad(out, (q, k, v, kb, *sel), dout)
 
 
 def check(q, k, v, pos, valid, *, dtype, layouts=("triton", "indexed"), **kw):
+    """Both layouts against the reference, with a random fp32 key bias (the scan bias's role)."""
     g = torch.Generator().manual_seed(123)
     dout = torch.randn(*q.shape[:3], v.shape[-1], generator=g).to(q.device, q.dtype)
+    kb = torch.randn(*k.shape[:3], generator=g).to(q.device)
     for layout in layouts:
         ref_impl = "naive" if layout == "triton" else "naive_indexed"
-        ref_out, ref_grads = run(ref_impl, q, k, v, pos, valid, dout, **kw)
-        out, grads = run(layout, q, k, v, pos, valid, dout, **kw)
+        ref_out, ref_grads = run(ref_impl, q, k, v, kb, pos, valid, dout, **kw)
+        out, grads = run(layout, q, k, v, kb, pos, valid, dout, **kw)
         assert out.dtype == q.dtype and out.shape == ref_out.shape
         assert rel(out, ref_out) < FWD_TOL[dtype], (layout, "out", rel(out, ref_out))
-        names = ("q", "k", "v", "sel_k", "sel_v")
+        names = ("q", "k", "v", "key_bias", "sel_k", "sel_v", "sel_bias")
+        assert len(grads) == len(ref_grads)
         for name, a, b in zip(names, grads, ref_grads):
             assert a.dtype == b.dtype and a.shape == b.shape, (layout, name)
             assert torch.isfinite(a).all(), (layout, name)
@@ -137,7 +139,8 @@ def test_log_sum_exp_and_padding_rows():
                                         return_lse=True, **kw)
     use = sat.usable_selection(pos, valid, q_start=0, chunk_size=C, window=W, causal=True)
     rows, cnt = sat.compact_selection(use, pos, indexed=True, k_start=0)
-    _, lse2 = fwd_mod.sparse_attention_fwd(q, k, v, None, None, rows, cnt, scale=1 / 4, **kw)
+    kb = torch.zeros(k.shape[:3])
+    _, lse2 = fwd_mod.sparse_attention_fwd(q, k, v, kb, None, None, None, rows, cnt, scale=1 / 4, **kw)
     lse = lse2.view(2, 2, -1).permute(0, 2, 1) * math.log(2)  # [B, NC*C, H], natural log
     assert rel(lse[:, :T], ref_lse) < 1e-6
     assert torch.isinf(lse[:, T:]).all() and (lse[:, T:] > 0).all()
@@ -190,29 +193,34 @@ def test_indexed_with_a_pool_equals_gathered(dtype):
     to = dict(device=DEVICE, dtype=dtype)
     early_k = torch.randn(B, k_start, H, 16, generator=g).to(**to)  # keys at positions [0, k_start)
     early_v = torch.randn(B, k_start, H, 24, generator=g).to(**to)
+    kb, early_b = torch.randn(B, k.shape[1], H, generator=g), torch.randn(B, k_start, H, generator=g)
     pos[..., ::2] = torch.randint(0, k_start, pos[..., ::2].shape, generator=g).to(DEVICE)  # half before the keys
     pool_pos = torch.stack([torch.randperm(k_start, generator=g) for _ in range(B)]).to(DEVICE)  # shuffled pool
     kw = dict(chunk_size=C, window=W, q_start=q_start, k_start=k_start, scale=0.25)
     dout = torch.randn(B, Tq, H, 24, generator=g).to(**to)
-    ins = [t.clone().requires_grad_() for t in (q, k, v, early_k, early_v)]
-    all_k, all_v = torch.cat([ins[3], ins[1]], 1), torch.cat([ins[4], ins[2]], 1)
+    leaves = (q, k, v, early_k, early_v, kb.to(DEVICE), early_b.to(DEVICE))
+    ins = [t.clone().requires_grad_() for t in leaves]
+    all_k, all_v, all_b = (torch.cat([ins[i], ins[j]], 1) for i, j in ((3, 1), (4, 2), (6, 5)))
     ref = naive_sparse_attention(ins[0].float(), ins[1].float(), ins[2].float(), gather_selected(all_k, pos).float(),
-                                 gather_selected(all_v, pos).float(), pos, valid, **kw)
+                                 gather_selected(all_v, pos).float(), pos, valid, key_bias=ins[5],
+                                 sel_bias=gather_selected(all_b, pos), **kw)
     ref_g = torch.autograd.grad(ref, ins, dout.float())
-    ins = [t.clone().requires_grad_() for t in (q, k, v, early_k, early_v)]
+    ins = [t.clone().requires_grad_() for t in leaves]
     take = pool_pos[..., None, None]
     pool_k = ins[3].gather(1, take.expand(-1, -1, H, 16))
     pool_v = ins[4].gather(1, take.expand(-1, -1, H, 24))
-    out = sat.sparse_attention_indexed(*ins[:3], pos, valid, pool_k=pool_k, pool_v=pool_v, pool_pos=pool_pos, **kw)
+    pool_b = ins[6].gather(1, pool_pos[..., None].expand(-1, -1, H))
+    out = sat.sparse_attention_indexed(*ins[:3], pos, valid, key_bias=ins[5], pool_k=pool_k, pool_v=pool_v,
+                                       pool_bias=pool_b, pool_pos=pool_pos, **kw)
     out_g = torch.autograd.grad(out, ins, dout)
     assert rel(out, ref) < FWD_TOL[dtype]
-    for name, a, b in zip(("q", "k", "v", "pool_k", "pool_v"), out_g, ref_g):
+    for name, a, b in zip(("q", "k", "v", "pool_k", "pool_v", "key_bias", "pool_bias"), out_g, ref_g):
         assert b.norm() > 0, name
         assert rel(a, b) < GRAD_TOL[dtype], (name, rel(a, b))
     pool_pos[pool_pos == pos[0, 0, 0]] = k_start + 100  # a selected position missing from the pool is refused
     with pytest.raises(ValueError, match="outside the keys"):
-        sat.sparse_attention_indexed(q, k, v, pos, torch.ones_like(valid), pool_k=pool_k, pool_v=pool_v,
-                                     pool_pos=pool_pos, **kw)
+        sat.sparse_attention_indexed(q, k, v, pos, torch.ones_like(valid), key_bias=kb.to(DEVICE), pool_k=pool_k,
+                                     pool_v=pool_v, pool_bias=pool_b, pool_pos=pool_pos, **kw)
 
 
 @pytest.mark.parametrize("chunk,window,block_m,block_n", [(24, 20, 64, 16), (16, 24, 32, 32), (32, 16, 16, 16), (16, 48, 16, 16)])
@@ -227,22 +235,29 @@ def test_tile_shapes(monkeypatch, chunk, window, block_m, block_n):
         check(q, k, v, pos, valid, dtype=torch.float32, chunk_size=chunk, window=window, causal=causal)
 
 
-def test_widened_head_dim_and_real_selection():
-    """The module's use: keys widened to 2D + 1 by the scan bias (scale 1), selections from
-    select_causal / select_bidirectional."""
+def test_folded_scan_bias_and_real_selection():
+    """The module's use: keys folded with the scan bias (scale 1, a per-key bias), selections from
+    select_causal / select_bidirectional; the folded attention equals the reference's logits
+    built from the unfolded terms."""
     g = torch.Generator().manual_seed(7)
     B, T, H, D, C, W = 1, 64, 2, 8, 16, 16
     q, k, ws, wks = (torch.randn(B, T, H, D, generator=g) for _ in range(4))
     v = torch.randn(B, T, H, D, generator=g)
     lam, mu = torch.rand(H, generator=g), torch.rand(H, generator=g)
-    qw, kw_ = fold_scan_bias(q, k, ws, wks, lam, mu, scale=1 / math.sqrt(D))  # [B, T, H, 17]
+    qf, kf, kb = fold_scan_bias(q, k, ws, wks, lam, mu, scale=1 / math.sqrt(D))
     imp, comp = torch.randn(B, T, generator=g), torch.rand(B, T, generator=g)
     sel_args = dict(chunk_size=C, window=W, base=3, alpha=4.0, cap=6)
     sel_c, _ = select_causal(imp, comp, q_start=0, n_queries=T, **sel_args)
     sel_b = select_bidirectional(imp, comp, **sel_args)
     for causal, sel in ((True, sel_c), (False, sel_b)):
-        check(qw, kw_, v, sel.pos, sel.valid, dtype=torch.float32, chunk_size=C, window=W, causal=causal,
-              scale=1.0)
+        kw = dict(chunk_size=C, window=W, causal=causal)
+        out = sat.sparse_attention_indexed(qf, kf, v, sel.pos, sel.valid, scale=1.0, key_bias=kb, **kw)
+        # the same logits from the unfolded terms: the DESIGN.md widened form, scale 1
+        qw = torch.cat([q / math.sqrt(D), lam[:, None] * q, torch.ones(B, T, H, 1)], -1)
+        kw_ = torch.cat([k, ws, kb[..., None]], -1)
+        ref = naive_sparse_attention(qw, kw_, v, gather_selected(kw_, sel.pos), gather_selected(v, sel.pos),
+                                     sel.pos, sel.valid, scale=1.0, **kw)
+        assert rel(out, ref) < 1e-5
 
 
 def test_usable_selection_rules():
@@ -290,9 +305,9 @@ def test_gpu_matches_reference(dtype, causal):
 
 @pytest.mark.gpu
 @gpu
-def test_gpu_widened_head_dim():
-    """Dk = 2 * 64 + 1 (the module's folded bias) in bf16, default launch configs."""
+def test_gpu_folded_bias_head_dim_64():
+    """The module's shape: head dim 64 with the scan bias as a per-key term, bf16, default launch configs."""
     T, C, W = 777, 128, 256
-    q, k, v, pos, valid = make_case(T, dtype=torch.bfloat16, chunk=C, window=W, n_sel=200, B=1, H=2, Dk=129,
+    q, k, v, pos, valid = make_case(T, dtype=torch.bfloat16, chunk=C, window=W, n_sel=200, B=1, H=2, Dk=64,
                                     Dv=64, device="cuda")
     check(q, k, v, pos, valid, dtype=torch.bfloat16, chunk_size=C, window=W, causal=True, scale=1.0)

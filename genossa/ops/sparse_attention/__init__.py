@@ -46,6 +46,8 @@ def sparse_attention(
     q_start: int = 0,
     k_start: int = 0,
     scale: float | None = None,
+    key_bias: Tensor | None = None,
+    sel_bias: Tensor | None = None,
     impl: str = "auto",
 ) -> Tensor:
     """Attention over each query's local span and its chunk's selected keys.
@@ -57,7 +59,10 @@ def sparse_attention(
         sel_k, sel_v: [B, NC, K, H, Dk], [B, NC, K, H, Dv] selected keys/values per query chunk
             (NC = ceil(Tq / chunk_size)); see `gather_selected`.
         sel_pos, sel_valid: [B, NC, K] their absolute positions and validity.
-        scale: logit scale, default 1/sqrt(Dk); 1.0 for keys widened by `fold_scan_bias`.
+        scale: logit scale, default 1/sqrt(Dk); 1.0 for keys folded by `fold_scan_bias`.
+        key_bias, sel_bias: optional per-key logit terms [B, Tk, H] and [B, NC, K, H] (the
+            selected keys' own, e.g. `gather_selected(key_bias, sel_pos)`), both or neither:
+            logit_ij = scale * <q_i, k_j> + bias_j.
 
     Returns:
         [B, Tq, H, Dv] in q.dtype.
@@ -70,7 +75,8 @@ def sparse_attention(
         )
     if sel_pos.shape != sel_valid.shape or sel_k.shape[:3] != sel_pos.shape or sel_v.shape[:3] != sel_pos.shape:
         raise ValueError("sparse_attention: sel_k, sel_v, sel_pos and sel_valid must share [B, NC, K]")
-    kw = dict(chunk_size=chunk_size, window=window, causal=causal, q_start=q_start, k_start=k_start, scale=scale)
+    kw = dict(chunk_size=chunk_size, window=window, causal=causal, q_start=q_start, k_start=k_start, scale=scale,
+              key_bias=key_bias, sel_bias=sel_bias)
     if impl == "triton":
         from genossa.ops.sparse_attention.triton import sparse_attention_triton  # triton only when used
 

@@ -1,28 +1,32 @@
-"""The scan-informed bias folded into one widened dot product (DESIGN.md section 5).
+"""The scan-informed bias folded into a key and a per-key scalar (DESIGN.md section 5).
 
 logits_ij = scale * <q_i, k_j> + lambda * <q_i, W s_j> + mu * <k_j, W' s_j>
+          = <q_i, k~_j> + b_j,   k~_j = scale * k_j + lambda * W s_j,   b_j = mu * <k_j, W' s_j>
 
 Both bias terms vary with the key j (a term constant across keys for a query would cancel in the
-softmax). With q~_i = [scale * q_i, lambda * q_i, 1] and k~_j = [k_j, W s_j, mu * <k_j, W' s_j>],
-logits_ij = <q~_i, k~_j>: the attention stays FlashAttention-shaped with head dim 2 D + 1, and the
-attention op then runs with scale 1.
+softmax). DESIGN.md folds them by widening the head dimension to 2 D + 1 ([q, lambda q, 1] .
+[k, W s, b]); folding the query-side term into the key instead keeps the head dimension D and
+leaves one fp32 scalar per key that the kernels add to the logit: for D = 64 the widened 129
+was padded to 256 lanes, 4x the dot-product work and 2x the key bytes of this form. The
+attention op then runs with scale 1 and key_bias = b.
 """
 from __future__ import annotations
 
-import torch
 from torch import Tensor
+
+from genossa.ops.ssd.naive import compute_dtype
 
 
 def fold_scan_bias(
     q: Tensor, k: Tensor, ws: Tensor, wks: Tensor, lam: Tensor, mu: Tensor, scale: float
-) -> tuple[Tensor, Tensor]:
-    """Widen queries and keys so that <q~_i, k~_j> is the biased logit.
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Queries, folded keys and key biases such that <q_i, k~_j> + b_j is the biased logit.
 
     q, k: [B, T, H, D]; ws = W s_j and wks = W' s_j: [B, T, H, D]; lam, mu: [H].
-    Returns q~, k~: [B, T, H, 2 D + 1].
+    Returns q [B, T, H, D], k~ [B, T, H, D] (k's dtype) and b [B, T, H] (fp32 for 16-bit inputs:
+    a bias in 16 bits would round the logits it shifts; fp64 stays fp64).
     """
-    ones = q.new_ones(*q.shape[:-1], 1)
-    key_bias = mu[:, None] * (k * wks).sum(-1, keepdim=True)  # [B, T, H, 1]
-    q_wide = torch.cat([q * scale, lam[:, None] * q, ones], dim=-1)
-    k_wide = torch.cat([k, ws, key_bias], dim=-1)
-    return q_wide, k_wide
+    k_folded = (scale * k + lam[:, None] * ws).to(k.dtype)
+    cd = compute_dtype(k.dtype)
+    key_bias = mu.to(cd) * (k.to(cd) * wks.to(cd)).sum(-1)
+    return q, k_folded, key_bias

@@ -9,6 +9,8 @@ to its selected keys, a list shared by the chunk's queries. Shapes:
     sel_k [B, NC, K, H, Dk], sel_v [B, NC, K, H, Dv]  the selected keys of each of the
         NC = ceil(Tq / chunk) query chunks, gathered (O(T / chunk * K) memory)
     sel_pos [B, NC, K] their absolute positions, sel_valid [B, NC, K] bool
+    key_bias [B, Tk, H], sel_bias [B, NC, K, H]  optional per-key logit terms (the scan bias,
+        bias.py): logit_ij = scale * <q_i, k_j> + bias_j
 
 A selected key is used only where it is valid, outside the chunk's local span, not after the
 query (causal) and not a repeat of an earlier entry of the list, so every key counts once.
@@ -28,14 +30,15 @@ from genossa.ops.ssd.naive import compute_dtype
 
 
 def gather_selected(k: Tensor, sel_pos: Tensor, k_start: int = 0) -> Tensor:
-    """Keys (or values) at selected positions: k [B, Tk, H, D], sel_pos [B, NC, K] -> [B, NC, K, H, D].
+    """Keys (values, key biases) at selected positions: k [B, Tk, ...], sel_pos [B, NC, K] -> [B, NC, K, ...].
 
     Invalid positions (< k_start, e.g. -1) read key k_start; the attention masks them.
     """
-    bsz, n_keys, H, D = k.shape
+    bsz, n_keys = k.shape[:2]
+    rest = k.shape[2:]
     idx = (sel_pos - k_start).clamp(0, max(n_keys - 1, 0)).reshape(bsz, -1)  # [B, NC*K]
-    out = k.gather(1, idx[:, :, None, None].expand(-1, -1, H, D))
-    return out.reshape(*sel_pos.shape, H, D)
+    out = k.gather(1, idx.view(bsz, -1, *(1,) * len(rest)).expand(-1, -1, *rest))
+    return out.reshape(*sel_pos.shape, *rest)
 
 
 def _softmax_block(s: Tensor, mask: Tensor, v: Tensor, equation: str) -> tuple[Tensor, Tensor, Tensor]:
@@ -66,13 +69,16 @@ def naive_sparse_attention(
     q_start: int = 0,
     k_start: int = 0,
     scale: float | None = None,
+    key_bias: Tensor | None = None,
+    sel_bias: Tensor | None = None,
     return_lse: bool = False,
 ):
     """Attention of each query over (its local span) u (its chunk's selected keys).
 
     In causal mode k must cover [max(0, q_start - window), q_start + Tq); in bidirectional mode
     k is taken to end at the end of the sequence. Returns out [B, Tq, H, Dv] in q.dtype (and the
-    log-sum-exp [B, Tq, H] of the logits, fp32, with return_lse).
+    log-sum-exp [B, Tq, H] of the logits, fp32, with return_lse). key_bias and sel_bias go
+    together (both or neither).
     """
     out_dtype = q.dtype
     cd = compute_dtype(q.dtype)
@@ -89,6 +95,8 @@ def naive_sparse_attention(
     n_chunks = -(-n_q // C)
     if sel_pos.shape[:2] != (bsz, n_chunks):
         raise ValueError(f"sparse_attention: sel_pos must be [B, NC={n_chunks}, K], got {tuple(sel_pos.shape)}")
+    if (key_bias is None) != (sel_bias is None):
+        raise ValueError("sparse_attention: key_bias and sel_bias go together (both or neither)")
     scale = 1.0 / math.sqrt(Dk) if scale is None else scale
     right = 0 if causal else W
     span = W + C + right
@@ -111,6 +119,9 @@ def naive_sparse_attention(
     stair = cols <= W + rows if causal else torch.ones(C, span, dtype=torch.bool, device=q.device)  # [C, span]
     mask_loc = present[:, None, :] & stair  # [NC, C, span]
     s_loc = torch.einsum("bclhd,bchds->bhcls", qc, k_loc)
+    if key_bias is not None:
+        b_loc = key_bias.to(cd)[:, idx].unfold(1, span, C)  # [B, NC, H, span]
+        s_loc = s_loc + b_loc.permute(0, 2, 1, 3)[:, :, :, None]
     m1, l1, o1 = _softmax_block(s_loc, mask_loc.expand_as(s_loc), v_loc, "bhcls,bchds->bhcld")
 
     # selected keys: drop entries inside the local span, after the query, or repeated
@@ -124,6 +135,8 @@ def naive_sparse_attention(
         q_abs = i0[:, :, None] + rows[None]  # [NC, C, 1]
         mask_sel = mask_sel & (sel_pos[:, None, :, None, :] <= q_abs[None, None])
     s_sel = torch.einsum("bclhd,bckhd->bhclk", qc, sel_k)
+    if sel_bias is not None:  # [B, NC, K, H] -> [B, H, NC, 1, K]
+        s_sel = s_sel + sel_bias.to(cd).permute(0, 3, 1, 2)[:, :, :, None]
     m2, l2, o2 = _softmax_block(s_sel, mask_sel.expand_as(s_sel), sel_v, "bhclk,bckhd->bhcld")
 
     m = torch.maximum(m1, m2)  # finite: each query sees at least itself
@@ -160,10 +173,14 @@ def dense_pattern_mask(
     return local[None] | chosen
 
 
-def dense_masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float | None = None) -> Tensor:
-    """softmax(q k^T * scale masked) v with a full [B, T, T] mask (tests only). q [B, T, H, D]."""
+def dense_masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor, scale: float | None = None,
+                           key_bias: Tensor | None = None) -> Tensor:
+    """softmax(q k^T * scale + key_bias masked) v with a full [B, T, T] mask (tests only).
+    q [B, T, H, D], key_bias [B, T, H]."""
     cd = compute_dtype(q.dtype)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     s = torch.einsum("bihd,bjhd->bhij", q.to(cd), k.to(cd)) * scale
+    if key_bias is not None:
+        s = s + key_bias.to(cd).transpose(1, 2)[:, :, None, :]
     s = s.masked_fill(~mask[:, None], -torch.inf)
     return torch.einsum("bhij,bjhd->bihd", torch.softmax(s, -1), v.to(cd)).to(q.dtype)

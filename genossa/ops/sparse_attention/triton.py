@@ -1,7 +1,7 @@
 """Triton implementation of the scan-informed sparse attention (`sparse_attention(..., impl="triton")`).
 
 Same contract and numbers as `naive_sparse_attention` (naive.py): forward and the gradients of
-q, k, v, sel_k and sel_v. The kernels (genossa.kernels.sparse_attention_fwd / _bwd) run one
+q, k, v, sel_k, sel_v and the per-key biases (key_bias, sel_bias: fp32, the scan bias of bias.py). The kernels (genossa.kernels.sparse_attention_fwd / _bwd) run one
 dense FlashAttention per query tile over (its chunk's local span) then (its chunk's selected
 keys); memory is O(Tq) beyond the inputs (out, a base-2 log-sum-exp and delta, fp32 [B*H, Tq]).
 
@@ -74,8 +74,8 @@ def compact_selection(use: Tensor, sel_pos: Tensor, *, indexed: bool, k_start: i
 
 
 def _configs(dtype, head_dims):
-    """Launch parameters for this dtype; head dims padded to 256 (the folded bias widens 128 to
-    2 * 128 + 1) take tiles of at most 64 x 64 and one stage, to fit registers and shared memory."""
+    """Launch parameters for this dtype; head dims above 128 (padded to 256) take tiles of at most
+    64 x 64 and one stage, to fit registers and shared memory."""
     cfg = FP32_CONFIG if dtype == torch.float32 else KERNEL_CONFIG
     if max(head_dims) > 128:
         cfg = {name: (min(bm, 64), min(bn, 64), warps, 1) for name, (bm, bn, warps, _) in cfg.items()}
@@ -83,32 +83,52 @@ def _configs(dtype, head_dims):
 
 
 class SparseAttentionFunction(torch.autograd.Function):
-    """out = attention(q, k, v, selected); sel_k / sel_v None selects the indexed layout."""
+    """out = attention(q, k, v, kb, selected); sel_k / sel_v / sel_b None selects the indexed layout."""
 
     @staticmethod
-    def forward(ctx, q, k, v, sel_k, sel_v, rows, cnt, chunk_size, window, causal, q_start, k_start, scale):
+    def forward(ctx, q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, chunk_size, window, causal, q_start, k_start,
+                scale):
         kw = dict(chunk_size=chunk_size, window=window, causal=causal, q_start=q_start, k_start=k_start, scale=scale)
         bm, bn, warps, stages = _configs(q.dtype, (q.shape[-1], v.shape[-1]))["fwd"]
-        out, lse = sparse_attention_fwd(q, k, v, sel_k, sel_v, rows, cnt, block_m=bm, block_n=bn,
+        out, lse = sparse_attention_fwd(q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, block_m=bm, block_n=bn,
                                         num_warps=warps, num_stages=stages, **kw)
-        ctx.save_for_backward(q, k, v, sel_k, sel_v, rows, cnt, out, lse)
+        ctx.save_for_backward(q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, lse)
         ctx.kw = kw
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        q, k, v, sel_k, sel_v, rows, cnt, out, lse = ctx.saved_tensors
+        q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, lse = ctx.saved_tensors
         cfg = _configs(q.dtype, (q.shape[-1], v.shape[-1]))
-        need_sel = ctx.needs_input_grad[3] or ctx.needs_input_grad[4]
-        dq, dk, dv, dsk, dsv = sparse_attention_bwd(
-            _last_contiguous(dout), q, k, v, sel_k, sel_v, rows, cnt, out, lse, need_sel=need_sel,
+        need_sel = any(ctx.needs_input_grad[4:7])
+        dq, dk, dv, dkb, dsk, dsv, dsb = sparse_attention_bwd(
+            _last_contiguous(dout), q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, lse, need_sel=need_sel,
             dq_cfg=cfg["dq"], dkv_cfg=cfg["dkv"], sel_cfg=cfg["sel"], **ctx.kw,
         )
-        return dq, dk, dv, dsk, dsv, None, None, None, None, None, None, None, None
+        return dq, dk, dv, dkb, dsk, dsv, dsb, None, None, None, None, None, None, None, None
 
 
 def _last_contiguous(t: Tensor) -> Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
+
+
+def _biases(key_bias: Tensor | None, sel_bias: Tensor | None, k: Tensor, sel_pos: Tensor | None):
+    """fp32 key biases [B, Tk, H] (and, with sel_pos, the selected keys' [B, NC, K, H]); zeros
+    where none is given (a plain attention)."""
+    if sel_pos is not None and (key_bias is None) != (sel_bias is None):
+        raise ValueError("sparse_attention: key_bias and sel_bias go together (both or neither)")
+    if key_bias is None:
+        key_bias = k.new_zeros(k.shape[:3], dtype=torch.float32)
+    elif key_bias.shape != k.shape[:3]:
+        raise ValueError(f"sparse_attention: key_bias [B, Tk, H] = {tuple(k.shape[:3])} expected, "
+                         f"got {tuple(key_bias.shape)}")
+    if sel_pos is not None:
+        if sel_bias is None:
+            sel_bias = key_bias.new_zeros(*sel_pos.shape, k.shape[2])
+        elif sel_bias.shape != (*sel_pos.shape, k.shape[2]):
+            raise ValueError(f"sparse_attention: sel_bias [B, NC, K, H] expected, got {tuple(sel_bias.shape)}")
+        sel_bias = sel_bias.float().contiguous()
+    return key_bias.float(), sel_bias
 
 
 def _check(q, k, v, sel_pos, sel_valid, chunk_size, window, causal, q_start, k_start):
@@ -153,15 +173,19 @@ def sparse_attention_triton(
     q_start: int = 0,
     k_start: int = 0,
     scale: float | None = None,
+    key_bias: Tensor | None = None,
+    sel_bias: Tensor | None = None,
 ) -> Tensor:
     """`sparse_attention` on Triton kernels; the contract of `sparse_attention(..., impl="naive")`.
 
     q [B, Tq, H, Dk], k [B, Tk, H, Dk], v [B, Tk, H, Dv], sel_k [B, NC, K, H, Dk],
-    sel_v [B, NC, K, H, Dv], sel_pos / sel_valid [B, NC, K]; returns [B, Tq, H, Dv] in q.dtype.
-    k, v, sel_k and sel_v are cast to q.dtype (fp16, bf16 or fp32). Needs a CUDA GPU, or the CPU
-    with TRITON_INTERPRET=1.
+    sel_v [B, NC, K, H, Dv], sel_pos / sel_valid [B, NC, K], optional key_bias [B, Tk, H] with
+    sel_bias [B, NC, K, H]; returns [B, Tq, H, Dv] in q.dtype. k, v, sel_k and sel_v are cast to
+    q.dtype (fp16, bf16 or fp32), the biases to fp32. Needs a CUDA GPU, or the CPU with
+    TRITON_INTERPRET=1.
     """
     _check(q, k, v, sel_pos, sel_valid, chunk_size, window, causal, q_start, k_start)
+    key_bias, sel_bias = _biases(key_bias, sel_bias, k, sel_pos)
     if sel_k.shape[:4] != sel_pos.shape + q.shape[2:3] or sel_v.shape[:4] != sel_k.shape[:4]:
         raise ValueError(
             f"sparse_attention: sel_k [B, NC, K, H, Dk] and sel_v [B, NC, K, H, Dv] expected, got "
@@ -176,8 +200,8 @@ def sparse_attention_triton(
         return q.new_zeros(*q.shape[:3], v.shape[-1])
     use = usable_selection(sel_pos, sel_valid, q_start=q_start, chunk_size=chunk_size, window=window, causal=causal)
     rows, cnt = compact_selection(use, sel_pos, indexed=False, k_start=k_start)
-    return SparseAttentionFunction.apply(q, k, v, sel_k, sel_v, rows, cnt, chunk_size, window, causal, q_start,
-                                         k_start, scale)
+    return SparseAttentionFunction.apply(q, k, v, key_bias, sel_k, sel_v, sel_bias, rows, cnt, chunk_size, window,
+                                         causal, q_start, k_start, scale)
 
 
 def sparse_attention_indexed(
@@ -193,22 +217,29 @@ def sparse_attention_indexed(
     q_start: int = 0,
     k_start: int = 0,
     scale: float | None = None,
+    key_bias: Tensor | None = None,
     pool_k: Tensor | None = None,
     pool_v: Tensor | None = None,
+    pool_bias: Tensor | None = None,
     pool_pos: Tensor | None = None,
 ) -> Tensor:
     """Sparse attention whose selected keys are read from k, v at sel_pos (no gathered copy).
 
     Equals `sparse_attention_triton(q, k, v, gather_selected(k, sel_pos, k_start),
-    gather_selected(v, sel_pos, k_start), sel_pos, sel_valid, ...)`; gradients flow to q, k, v.
+    gather_selected(v, sel_pos, k_start), sel_pos, sel_valid, key_bias=key_bias,
+    sel_bias=gather_selected(key_bias, sel_pos, k_start), ...)`; gradients flow to q, k, v and
+    key_bias [B, Tk, H] (optional).
     Every used position (valid, outside the local span, ...) must lie in [k_start, k_start + Tk)
     or, with a pool (a streaming cache's keys pool_k / pool_v [B, P, H, D] at positions pool_pos
-    [B, P], all before k_start), be one of the pool's positions: a ValueError otherwise (checked
-    on the device, one synchronisation). The pool's rows go in front of k (P rows, read by index
-    like k's), so streaming keeps the O(Tq) memory of the whole-sequence pass; gradients flow to
-    pool_k and pool_v too.
+    [B, P], all before k_start, with pool_bias [B, P, H] where key_bias is given), be one of the
+    pool's positions: a ValueError otherwise (checked on the device, one synchronisation). The
+    pool's rows go in front of k (P rows, read by index like k's), so streaming keeps the O(Tq)
+    memory of the whole-sequence pass; gradients flow to pool_k, pool_v and pool_bias too.
     """
     _check(q, k, v, sel_pos, sel_valid, chunk_size, window, causal, q_start, k_start)
+    if pool_k is not None and (key_bias is None) != (pool_bias is None):
+        raise ValueError("sparse_attention_indexed: key_bias and pool_bias go together (both or neither)")
+    key_bias = _biases(key_bias, None, k, None)[0]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else float(scale)
     dt = q.dtype
     if q.shape[1] == 0:
@@ -225,6 +256,8 @@ def sparse_attention_indexed(
         row_pos = torch.where(in_pool, k_start - n_pool + slot, sel_pos)
         known |= in_pool
         k, v = torch.cat([pool_k.to(k.dtype), k], 1), torch.cat([pool_v.to(v.dtype), v], 1)
+        pool_bias = pool_bias if pool_bias is not None else pool_k.new_zeros(pool_k.shape[:3], dtype=torch.float32)
+        key_bias = torch.cat([pool_bias.float(), key_bias], 1)
         k_start -= n_pool
     if bool((use & ~known).any()):
         raise ValueError(
@@ -233,8 +266,8 @@ def sparse_attention_indexed(
         )
     q, k, v = (_last_contiguous(t.to(dt)) for t in (q, k, v))
     rows, cnt = compact_selection(use, row_pos, indexed=True, k_start=k_start)
-    return SparseAttentionFunction.apply(q, k, v, None, None, rows, cnt, chunk_size, window, causal, q_start,
-                                         k_start, scale)
+    return SparseAttentionFunction.apply(q, k, v, key_bias.contiguous(), None, None, None, rows, cnt, chunk_size,
+                                         window, causal, q_start, k_start, scale)
 
 
 __all__ = [
