@@ -4,7 +4,7 @@
 #
 #   bash benchmarks/device_session.sh pretrain   # throughput probe, then the bundled model's training
 #   bash benchmarks/device_session.sh bench      # kernel tests, training steps (small/base), embed, score
-#   bash benchmarks/device_session.sh layer      # whole-layer benchmark (carry .peers), 1M-base training
+#   bash benchmarks/device_session.sh layer      # whole-layer benchmark (carry .peers), step profiles, score
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
 #   bash benchmarks/device_session.sh multi      # 2+ GPUs: NCCL tests, data-parallel scaling (ZeRO 1/2/3)
 #   bash benchmarks/device_session.sh long       # 2+ GPUs: the longest windows with sequence parallelism
@@ -145,16 +145,16 @@ bench)  # one GPU, ~9 min: kernel tests, training throughput, embed, score
     echo "== score"
     timeout 100 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --vcfs dense --batch-size 64 256 2>&1 | tail -n 5
     ;;
-layer)  # one GPU: the whole-layer benchmark beside mamba_ssm (carry .peers), 1M-base training windows
+layer)  # one GPU, ~8 min: the whole-layer benchmark beside mamba_ssm (carry .peers), where a training step's
+    # GPU time goes (small, base at 131k), score throughput at 8,192 bases
     echo "== layer"
-    timeout 240 python3 benchmarks/layer_bench.py 2>&1 | tail -n 16
-    common=(--set train.grad_accum=1 --set train.seq_len_warmup_steps=0 --set train.eval_every=1000
-            --set train.log_every=1 --set train.checkpoint_every=1000 --set "data.fasta=$CORPUS"
-            --set "data.held_out_contigs=$HELD_OUT" --set train.zero_stage=0 --set train.device=cuda)
-    run_train small-1m 120 --config small "${common[@]}" --set train.steps=5 --set data.window=1048576 \
-        --set data.stride=1048576
-    run_train small-131k-b2 100 --config small "${common[@]}" --set train.steps=8 --set train.micro_batch_size=2 \
-        --set train.activation_checkpointing=false
+    timeout 200 python3 benchmarks/layer_bench.py 2>&1 | tail -n 16
+    echo "== model step profiles"
+    timeout 90 python3 benchmarks/model_step.py --preset small --lengths 131072 --profile 2>&1 | tail -n 40
+    timeout 90 python3 benchmarks/model_step.py --preset base --lengths 131072 --checkpointing --profile 2>&1 | tail -n 40
+    echo "== score"
+    timeout 100 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --vcfs dense \
+        --batch-size 64 256 2>&1 | tail -n 5
     ;;
 jobs)
     echo "== GPU tests of the streaming attention (pooled keys by row), on 1 or 2 GPUs"

@@ -5,6 +5,9 @@ rate measured in the same run, and peak memory. Without the package installed (t
 image), `genossa.kernels` is registered from the top-level kernels/ folder.
 
     python benchmarks/model_step.py --preset small --lengths 16384 131072 --dtype bf16
+
+--profile: after the timing, one more step of each length under torch.profiler; prints the top
+kernels by their own GPU time (where a step's time goes: scan, attention, matmuls, elementwise).
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ def main() -> None:
     parser.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--checkpointing", action="store_true", help="per-block activation checkpointing")
+    parser.add_argument("--profile", action="store_true", help="one profiled step per length: top GPU kernels")
     args = parser.parse_args()
     use_checkout()
     import torch
@@ -66,9 +70,23 @@ def main() -> None:
         peak = torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else float("nan")
         rows.append((length, step * 1e3, tokens_per_s, mfu, peak))
         print(f"  n={length}: {step * 1e3:.1f} ms", flush=True)
+        if args.profile:
+            _profile_step(model, tokens)
     print("\n| n | step ms | tokens/s | MFU | peak MiB |\n|---|---|---|---|---|")
     for length, ms, tps, mfu, peak in rows:
         print(f"| {length:,} | {ms:.1f} | {tps:,.0f} | {mfu:.1%} | {peak:,.0f} |")
+
+
+def _profile_step(model, tokens) -> None:
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        model.compute_loss(tokens).loss.backward()
+        torch.cuda.synchronize()
+    model.zero_grad(set_to_none=True)
+    print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=25, max_name_column_width=60),
+          flush=True)
 
 
 def _sync(device) -> None:

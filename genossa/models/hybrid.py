@@ -87,7 +87,7 @@ class LossOutput(NamedTuple):
 class HybridBlock(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
-        self.norm1 = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.norm1 = RMSNorm(cfg.d_model, cfg.norm_eps, impl=cfg.kernels)
         self.mixer = Mamba2Mixer(
             cfg.d_model, cfg.ssm_heads, cfg.ssm_head_dim, cfg.ssm_d_state, n_groups=cfg.ssm_groups,
             d_conv=cfg.ssm_conv, chunk_size=cfg.ssm_chunk, scales=cfg.ssm_scales, bidirectional=not cfg.causal,
@@ -100,7 +100,7 @@ class HybridBlock(nn.Module):
             selection=cfg.selection, impl=cfg.kernels,
         ) if cfg.attention else None
         self.fusion = FusionGate(cfg.d_model) if cfg.attention else None
-        self.norm2 = RMSNorm(cfg.d_model, cfg.norm_eps) if cfg.mlp_ratio > 0 else None
+        self.norm2 = RMSNorm(cfg.d_model, cfg.norm_eps, impl=cfg.kernels) if cfg.mlp_ratio > 0 else None
         self.mlp = SwiGLU(cfg.d_model, cfg.mlp_ratio) if cfg.mlp_ratio > 0 else None
 
     def forward(self, x: Tensor, state: BlockState | None = None, return_state: bool = False):
@@ -125,7 +125,7 @@ class GenossaLM(nn.Module):
         self.config = config
         self.embedding = nn.Embedding(config.vocab_size, config.d_model)
         self.blocks = nn.ModuleList(HybridBlock(config) for _ in range(config.n_layers))
-        self.norm_f = RMSNorm(config.d_model, config.norm_eps)
+        self.norm_f = RMSNorm(config.d_model, config.norm_eps, impl=config.kernels)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
         self.gradient_checkpointing = False
         """Recompute each block's activations in backward (training memory for time)."""

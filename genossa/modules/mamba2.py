@@ -78,7 +78,7 @@ class Mamba2Mixer(nn.Module):
         self.dt_bias = nn.Parameter(torch.empty(n_heads))
         self.A_log = nn.Parameter(torch.zeros(n_heads))  # A = -exp(A_log) = -1: dt alone sets the memory
         self.D = nn.Parameter(torch.ones(n_heads))
-        self.norm = RMSNormGated(self.d_inner, eps=eps)
+        self.norm = RMSNormGated(self.d_inner, eps=eps, impl=impl)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
         self.reset_dt()
 

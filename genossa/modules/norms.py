@@ -1,7 +1,9 @@
 """RMSNorm and the gated RMSNorm of the Mamba2 mixer. Inputs [..., D]; statistics in fp32.
 
-Both run through `_RMSNormFunction`, which saves only its inputs (in their own dtype) and the
-fp32 reciprocal RMS [..., 1], and recomputes the fp32 intermediates in backward. Written with
+Both run through a custom autograd Function that saves only its inputs (in their own dtype) and
+the fp32 reciprocal RMS, and recomputes the fp32 intermediates in backward: `_RMSNormFunction`
+in PyTorch ops (impl "naive") or `_RMSNormTriton`, one fused kernel each way (kernels/rms_norm.py;
+impl "triton", the default for CUDA tensors). Written with
 plain autograd, the norms kept ~3 fp32 copies of [..., D] for backward (the gated one ~5): in a
 bf16 training step at 1M bases that was ~23 kB per token and block, a third of the step's peak
 memory with activation checkpointing. Numbers are those of the plain expression
@@ -12,6 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from genossa.ops.impl import resolve_impl
 
 
 def rms_norm_reference(x: Tensor, weight: Tensor, eps: float, z: Tensor | None = None) -> Tensor:
@@ -56,21 +60,55 @@ class _RMSNormFunction(torch.autograd.Function):
         return dx.to(x.dtype), dweight, dz.to(z.dtype), None
 
 
-def rms_norm(x: Tensor, weight: Tensor, eps: float, z: Tensor | None = None) -> Tensor:
-    """RMSNorm(x [* silu(z)]) * weight over the last axis, in x's dtype, saving only the inputs."""
+def _rows(t: Tensor | None) -> Tensor | None:
+    """[..., D] -> [rows, D] with unit stride along D (a view where the layout allows: a split of a
+    wider projection keeps its row stride)."""
+    if t is None:
+        return None
+    t2 = t.reshape(-1, t.shape[-1])
+    return t2 if t2.stride(-1) == 1 else t2.contiguous()
+
+
+class _RMSNormTriton(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, z: Tensor | None, eps: float) -> Tensor:
+        from genossa.kernels.rms_norm import rms_norm_fwd  # triton only when used
+
+        x2, z2 = _rows(x), _rows(z)
+        y, rstd = rms_norm_fwd(x2, weight, z2, eps)
+        ctx.save_for_backward(x2, weight, z2, rstd)
+        ctx.shapes = x.shape, None if z is None else z.shape
+        return y.view(x.shape)
+
+    @staticmethod
+    def backward(ctx, dy: Tensor):
+        from genossa.kernels.rms_norm import rms_norm_bwd
+
+        x2, weight, z2, rstd = ctx.saved_tensors
+        dx, dweight, dz = rms_norm_bwd(_rows(dy), x2, weight, z2, rstd)
+        x_shape, z_shape = ctx.shapes
+        return dx.view(x_shape), dweight, None if dz is None else dz.view(z_shape), None
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float, z: Tensor | None = None, impl: str = "auto") -> Tensor:
+    """RMSNorm(x [* silu(z)]) * weight over the last axis, in x's dtype, saving only the inputs.
+    impl: "naive" (PyTorch ops), "triton" (fused kernels) or "auto" (Triton on CUDA tensors)."""
+    if resolve_impl("rms_norm", impl, x) == "triton":
+        return _RMSNormTriton.apply(x, weight, z, eps)
     return _RMSNormFunction.apply(x, weight, z, eps)
 
 
 class RMSNorm(nn.Module):
     """x / rms(x) * weight over the last axis."""
 
-    def __init__(self, dim: int, eps: float = 1e-5):
+    def __init__(self, dim: int, eps: float = 1e-5, impl: str = "auto"):
         super().__init__()
         self.eps = eps
+        self.impl = impl
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
-        return rms_norm(x, self.weight, self.eps)
+        return rms_norm(x, self.weight, self.eps, impl=self.impl)
 
 
 class RMSNormGated(RMSNorm):
@@ -78,4 +116,4 @@ class RMSNormGated(RMSNorm):
     sees the gated signal and keeps the output scale independent of the gate's magnitude."""
 
     def forward(self, x: Tensor, z: Tensor | None = None) -> Tensor:
-        return rms_norm(x, self.weight, self.eps, z)
+        return rms_norm(x, self.weight, self.eps, z, impl=self.impl)
