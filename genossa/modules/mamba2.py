@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from genossa.modules.norms import RMSNormGated
+from genossa.ops.causal_conv1d import causal_conv1d_silu
 from genossa.ops.ssd import ssd
 
 
@@ -71,7 +72,7 @@ class Mamba2Mixer(nn.Module):
         self.d_inner = n_heads * head_dim
         self.d_conv, self.chunk_size, self.scales = d_conv, chunk_size, tuple(scales)
         self.bidirectional = bidirectional
-        self.impl = impl  # SSD implementation: auto / naive / triton (ops.ssd)
+        self.impl = impl  # SSD, conv and norm implementation: auto / naive / triton (ops)
         self.conv_dim = self.d_inner + 2 * n_groups * d_state
         self.in_proj = nn.Linear(d_model, self.d_inner + self.conv_dim + n_heads, bias=False)
         self.conv1d = nn.Conv1d(self.conv_dim, self.conv_dim, d_conv, groups=self.conv_dim)
@@ -104,10 +105,8 @@ class Mamba2Mixer(nn.Module):
         """Conv + SSD over one direction. xbc [B, T, conv_dim], dt [B, T, H] (raw)."""
         bsz, T, _ = xbc.shape
         H, P, N, G = self.n_heads, self.head_dim, self.d_state, self.n_groups
-        past = state.conv if state is not None else xbc.new_zeros(bsz, self.d_conv - 1, self.conv_dim)
-        padded = torch.cat([past.to(xbc.dtype), xbc], dim=1)  # [B, d_conv - 1 + T, C]
-        conv = F.conv1d(padded.transpose(1, 2), self.conv1d.weight, self.conv1d.bias, groups=self.conv_dim)
-        xbc = F.silu(conv.transpose(1, 2))  # [B, T, C]
+        xbc, conv_state = causal_conv1d_silu(xbc, self.conv1d.weight, self.conv1d.bias,
+                                             state.conv if state is not None else None, impl=self.impl)
         x, B, C = torch.split(xbc, [self.d_inner, G * N, G * N], dim=-1)
         dt = F.softplus(dt + self.dt_bias)
         A = -torch.exp(self.A_log.float())
@@ -116,7 +115,7 @@ class Mamba2Mixer(nn.Module):
             chunk_size=self.chunk_size, initial_state=state.ssm if state is not None else None,
             return_final_state=True, return_importance=True, impl=self.impl,
         )
-        new_state = MixerState(padded[:, padded.shape[1] - (self.d_conv - 1):], ssm_state)
+        new_state = MixerState(conv_state, ssm_state)
         return y.reshape(bsz, T, self.d_inner), imp, new_state
 
     def _per_scale(self, v: Tensor) -> Tensor:
