@@ -133,17 +133,21 @@ pretrain)
     ;;
 bench)  # one GPU, ~9 min: kernel tests, training throughput, embed, score
     PYTHONSAFEPATH=1 timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_sparse_attention_triton.py \
-        tests/ops/test_selection.py tests/models/test_model_kernels.py 2>&1 | tail -n 3
+        tests/ops/test_rms_norm_triton.py tests/ops/test_causal_conv1d_triton.py tests/ops/test_selection.py \
+        tests/models/test_model_kernels.py 2>&1 | tail -n 3
     common=(--set train.grad_accum=1 --set train.seq_len_warmup_steps=0 --set train.eval_every=1000
             --set train.log_every=1 --set train.checkpoint_every=1000 --set "data.fasta=$CORPUS"
             --set "data.held_out_contigs=$HELD_OUT" --set train.zero_stage=0 --set train.device=cuda)
     run_train small-131k 90 --config small "${common[@]}" --set train.steps=8 --set train.activation_checkpointing=false
     run_train base-131k 100 --config base "${common[@]}" --set train.steps=6
+    echo "== small step profile"
+    timeout 60 python3 benchmarks/model_step.py --preset small --lengths 131072 --profile 2>&1 | tail -n 36
     echo "== embed"
     timeout 80 python3 benchmarks/embed_bench.py --preset small --genome-mb 2 --batch-size 8 --chunk 131072 --bare 2>&1 | tail -n 4
     timeout 80 python3 benchmarks/embed_bench.py --preset base --genome-mb 1 --batch-size 4 --chunk 131072 --bare 2>&1 | tail -n 4
     echo "== score"
-    timeout 100 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --vcfs dense --batch-size 64 256 2>&1 | tail -n 5
+    timeout 100 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --vcfs dense \
+        --batch-size 256 512 2>&1 | tail -n 5
     ;;
 layer)  # one GPU, ~8 min: the whole-layer benchmark beside mamba_ssm (carry .peers), where a training step's
     # GPU time goes (small, base at 131k), score throughput at 8,192 bases
