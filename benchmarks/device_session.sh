@@ -5,6 +5,7 @@
 #   bash benchmarks/device_session.sh pretrain   # throughput probe, then the bundled model's training
 #   bash benchmarks/device_session.sh bench      # kernel tests, training steps (small/base), embed, score
 #   bash benchmarks/device_session.sh layer      # whole-layer benchmark (carry .peers), step profiles, score
+#   bash benchmarks/device_session.sh study      # conv kernel check, step profile, score, the GPU model study
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
 #   bash benchmarks/device_session.sh multi      # 2+ GPUs: NCCL tests, data-parallel scaling (ZeRO 1/2/3)
 #   bash benchmarks/device_session.sh long       # 2+ GPUs: the longest windows with sequence parallelism
@@ -159,6 +160,29 @@ layer)  # one GPU, ~8 min: the whole-layer benchmark beside mamba_ssm (carry .pe
     echo "== score"
     timeout 100 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --vcfs dense \
         --batch-size 64 256 2>&1 | tail -n 5
+    ;;
+study)  # one GPU, ~9 min: this session's conv kernel on the GPU, a step profile, score at batch 1024, then the
+    # model study at GPU scale (issue 9) in the time left
+    if [ -z "${STUDY_ONLY:-}" ]; then
+        PYTHONSAFEPATH=1 timeout 60 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_causal_conv1d_triton.py \
+            2>&1 | tail -n 2
+        timeout 60 python3 benchmarks/model_step.py --preset small --lengths 131072 --profile 2>&1 | tail -n 36
+        timeout 70 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --vcfs dense \
+            --batch-size 1024 2>&1 | tail -n 2
+    fi
+    left=$((570 - (SECONDS - started)))
+    echo "== study ($left s left)"
+    rm -rf /tmp/study-gpu  # a warm machine keeps the last call's runs
+    # PYTHONSAFEPATH: -m from the checkout root would import ./genossa (no genossa.pipelines there)
+    PYTHONSAFEPATH=1 timeout $((left - 15)) python3 -m genossa.pipelines.study --out /tmp/study-gpu --preset small --device cuda \
+        --window 8192 --micro-batch 8 --steps ${STUDY_STEPS:-150} --seeds ${STUDY_SEEDS:-0} --eval-windows 32 --recall-records 64 \
+        --train-recall-records 1200 --variants ${STUDY_VARIANTS:-scan,change,random,mamba,dense} \
+        --set "data.fasta=$CORPUS" --set "data.held_out_contigs=$HELD_OUT" --set train.grad_accum=1 \
+        --set train.activation_checkpointing=false --set train.seq_len_warmup_steps=0 --set train.warmup_steps=15 \
+        > "$OUT/logs/study.log" 2>&1
+    echo "   study exit $?"; tail -n 25 "$OUT/logs/study.log"
+    (cd /tmp/study-gpu && tar czf "$OUT/study-gpu.tar.gz" study.md study.tsv study.png runs/*/result.json runs/*/config.yaml \
+        2>/dev/null); cat /tmp/study-gpu/study.md 2>/dev/null | head -n 40
     ;;
 jobs)
     echo "== GPU tests of the streaming attention (pooled keys by row), on 1 or 2 GPUs"

@@ -13,7 +13,7 @@ Trains each variant with the same data, seed, steps and token count, then evalua
              mixer still runs the importance pass (no gradient, unused here): its time is included
 
 Every variant is trained by `genossa.train.loop.train` in its own process (so its peak memory
-is its own), into OUT/runs/<variant>[_s<seed>]/; the exported model is then scored with
+is its own), into OUT/runs/<variant>_s<seed>/; the exported model is then scored with
 `genossa.evaluate`: held-out bits per base on the held-out contig (`evaluate_bpb`, training-
 length windows) and long-range recall (`score_recall`) on a benchmark written by
 `write_benchmark`, sized to the run: records no longer than the training window, the two key
@@ -22,7 +22,8 @@ copies `distance` = window / 2 apart, beyond the local span of every sparse vari
 Outputs in OUT: study.tsv (one row per variant and seed), study.md (the table, the margins of
 scan over random/strided, the command), study.png, benchmark files, the runs. A second call
 with the same arguments reuses finished runs (a run is finished when its result.json exists;
-an interrupted one resumes from its last checkpoint).
+an interrupted one resumes from its last checkpoint); a finished run of another configuration
+(other steps, seed, ...) under the same name is an error, never reused.
 
     python -m genossa.pipelines.study --out study --preset tiny --steps 200 --window 1024 --device cpu
 """
@@ -45,7 +46,7 @@ from pathlib import Path
 
 import torch
 
-from genossa.config import GenossaConfig, load_config, parse_override, save_config
+from genossa.config import GenossaConfig, config_to_dict, load_config, parse_override, save_config
 from genossa.errors import GenossaError
 from genossa.models.config import ModelConfig
 
@@ -198,11 +199,16 @@ def _train_child(config_path: Path, run_dir: Path) -> None:
 
 
 def train_variant(cfg: GenossaConfig, run_dir: Path, *, progress: bool) -> dict:
-    """Train in a fresh process unless run_dir already holds a finished run; returns its result."""
+    """Train in a fresh process unless run_dir already holds a finished run of this very
+    configuration (another configuration there is an error, never silently reused); returns its result."""
     done = run_dir / RESULT_NAME
-    if not done.exists():
+    config_path = run_dir.parent / f"{run_dir.name}.config.yaml"
+    if done.exists():
+        if not config_path.exists() or config_to_dict(load_config(config_path)) != config_to_dict(cfg):
+            raise GenossaError(f"{run_dir}: a finished run of another configuration (steps, window, seed, ...); "
+                               f"use another --out, or remove that run to retrain it")
+    else:
         run_dir.parent.mkdir(parents=True, exist_ok=True)
-        config_path = run_dir.parent / f"{run_dir.name}.config.yaml"
         save_config(cfg, run_dir.parent)  # writes config.yaml: renamed at once so that runs never share it
         (run_dir.parent / "config.yaml").replace(config_path)
         env = {k: v for k, v in os.environ.items() if k not in _PROCESS_GROUP_ENV}
@@ -303,7 +309,7 @@ def run_study(study: StudyConfig, command: str | None = None) -> list[dict]:
             base = with_recall_training(base, study, distance, out)
         for v in variants:
             cfg = replace(base, model=v.model)
-            name = v.name if len(study.seeds) == 1 else f"{v.name}_s{seed}"
+            name = f"{v.name}_s{seed}"
             run_dir = out / "runs" / name
             _say(study, f"[{name}] training {cfg.train.steps} steps ({count_parameters(v.model):,} parameters)")
             trained = train_variant(cfg, run_dir, progress=study.progress)
@@ -321,15 +327,15 @@ def run_study(study: StudyConfig, command: str | None = None) -> list[dict]:
             _say(study, f"[{name}] held-out {scores['heldout_bpb']:.4f} bits/base, recall accuracy "
                         f"{scores['recall_accuracy']:.3f}")
     write_tsv(rows, out / TSV_NAME)
-    peak_kind = json.loads((out / "runs" / _run_name(rows[0], study) / RESULT_NAME).read_text())["peak_memory_kind"]
+    peak_kind = json.loads((out / "runs" / _run_name(rows[0]) / RESULT_NAME).read_text())["peak_memory_kind"]
     write_markdown(rows, out / MD_NAME, study=study, base=base_config(study, study.seeds[0]), distance=distance,
                    command=command, peak_kind=peak_kind)
     plot_study(rows, out, out / PNG_NAME)
     return rows
 
 
-def _run_name(row: dict, study: StudyConfig) -> str:
-    return row["variant"] if len(study.seeds) == 1 else f"{row['variant']}_s{row['seed']}"
+def _run_name(row: dict) -> str:
+    return f"{row['variant']}_s{row['seed']}"
 
 
 def _say(study: StudyConfig, message: str) -> None:

@@ -4,6 +4,7 @@ bits/base is recomputed here from its exported model, and a second call retrains
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pysam
@@ -12,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from genossa import resources
+from genossa.errors import GenossaError
 from genossa.models import GenossaLM
 from genossa.pipelines.study import COLUMNS, VARIANTS, StudyConfig, read_tsv, run_study
 from genossa.sequence.tokenize import tokenize
@@ -75,7 +77,7 @@ def test_markdown_and_plot(study):
 def test_heldout_bits_per_base_recomputed_from_the_exported_model(study):
     _, out, rows = study
     row = next(r for r in rows if r["variant"] == "random")
-    model = GenossaLM.from_pretrained(out / "runs" / "random" / "model").eval()
+    model = GenossaLM.from_pretrained(out / "runs" / "random_s0" / "model").eval()
     assert model.config.selection == "random"
     with pysam.FastaFile(str(resources.ECOLI_FASTA)) as fa:
         seq = fa.fetch(resources.HELD_OUT_CONTIG)
@@ -102,6 +104,9 @@ def test_second_call_reuses_the_runs(study):
     again = run_study(config, command="test")
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert [r["heldout_bpb"] for r in again] == [r["heldout_bpb"] for r in rows]
+    # the same out with another configuration is refused, not answered with the old runs
+    with pytest.raises(GenossaError, match="another configuration"):
+        run_study(replace(config, steps=config.steps + 1, variants=("random",)), command="test")
 
 
 def test_recall_training_adds_other_records_to_the_training_fasta(tmp_path):
