@@ -28,7 +28,8 @@ import triton
 import triton.language as tl
 
 from genossa.kernels.ssd_fwd import (
-    _chunk_log_decay, _dot_prec, _empty, _launch_params, _load_dt_block, _load_gram, chunk_gram, state_pass_block,
+    STATE_PASS_GROUP, _chunk_log_decay, _dot_prec, _elem, _empty, _launch_params, _load_dt_block, _load_gram, _row,
+    chunk_gram, state_pass_block,
 )
 
 
@@ -100,15 +101,17 @@ def _state_passing_bwd_kernel(
     dstates_ptr, starts_ptr, decay_ptr, dfinal_ptr, dinit_ptr, glast_ptr,
     H, PN, NC,
     stride_s_b, stride_s_c, stride_s_h,
-    HAS_DFINAL: tl.constexpr, HAS_DINIT: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_DFINAL: tl.constexpr, HAS_DINIT: tl.constexpr, BLOCK: tl.constexpr, GROUP: tl.constexpr,
 ):
-    """glast is [n_blocks, B*H, NC] fp32: partial sums over this program's slice of P*N."""
+    """glast is [n_blocks, B*H, NC] fp32: partial sums over this program's slice of P*N. GROUP
+    chunks (from the last one back) are loaded at once, as in the forward pass."""
     pid = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
     h = bh % H
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     mask = offs < PN
+    rows = tl.arange(0, GROUP)
     if HAS_DFINAL:
         # [BLOCK]
         dstate = tl.load(dfinal_ptr + bh * PN + offs, mask=mask, other=0.0).to(tl.float32)
@@ -116,15 +119,25 @@ def _state_passing_bwd_kernel(
         dstate = tl.zeros((BLOCK,), dtype=tl.float32)
     soff = b * stride_s_b + h * stride_s_h
     glast_ptr += (pid * tl.num_programs(1) + bh) * NC
-    for i in range(0, NC):
-        c = NC - 1 - i
-        decay = tl.exp(tl.load(decay_ptr + bh * NC + c))
-        # [BLOCK]
-        e = tl.load(dstates_ptr + soff + c * stride_s_c + offs, mask=mask, other=0.0)
-        start = tl.load(starts_ptr + soff + c * stride_s_c + offs, mask=mask, other=0.0)
-        tl.store(glast_ptr + c, decay * tl.sum(dstate * start, axis=0))
-        tl.store(dstates_ptr + soff + c * stride_s_c + offs, dstate, mask=mask)
-        dstate = decay * dstate + e
+    for i0 in range(0, NC, GROUP):
+        cs = NC - 1 - i0 - rows  # row i holds chunk NC - 1 - i0 - i: the order of the chain
+        c_ok = cs >= 0
+        tile_mask = c_ok[:, None] & mask[None, :]
+        off = soff + cs[:, None] * stride_s_c + offs[None, :]
+        # [GROUP, BLOCK]; chunks before 0 read e = start = 0 and decay 1
+        e = tl.load(dstates_ptr + off, mask=tile_mask, other=0.0)
+        start = tl.load(starts_ptr + off, mask=tile_mask, other=0.0)
+        decay = tl.exp(tl.load(decay_ptr + bh * NC + cs, mask=c_ok, other=0.0))
+        after = tl.zeros((GROUP, BLOCK), dtype=tl.float32)
+        glast = tl.zeros((GROUP,), dtype=tl.float32)
+        for i in tl.static_range(GROUP):
+            sel = rows == i
+            decay_i = _elem(decay, rows, i)
+            glast = tl.where(sel, decay_i * tl.sum(dstate * _row(start, rows, i), axis=0), glast)
+            after = tl.where(sel[:, None], dstate[None, :], after)
+            dstate = decay_i * dstate + _row(e, rows, i)
+        tl.store(glast_ptr + cs, glast, mask=c_ok)
+        tl.store(dstates_ptr + off, after, mask=tile_mask)
     if HAS_DINIT:
         tl.store(dinit_ptr + bh * PN + offs, dstate, mask=mask)
 
@@ -342,7 +355,7 @@ def ssd_bwd(dout, dfinal, x, dt, A, B, C, D, z, y_pre, starts, decay, chunk_size
         dinit if dinit is not None else starts, glast,
         H, PN, NC,
         starts.stride(0), starts.stride(1), starts.stride(2),
-        HAS_DFINAL=dfinal is not None, HAS_DINIT=has_initial, BLOCK=BLOCK, num_warps=1,
+        HAS_DFINAL=dfinal is not None, HAS_DINIT=has_initial, BLOCK=BLOCK, GROUP=STATE_PASS_GROUP, num_warps=1,
     )
     cb = chunk_gram(C, B, chunk_size, block_l=BLOCK_L) if use_gram else None
     dx = _empty(like=x)

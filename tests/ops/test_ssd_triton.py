@@ -126,6 +126,7 @@ FWD_CASES = [
     (63, 32, dict(groups=4, with_D=False, with_z=False, with_initial=False)),
     (63, 24, dict(heads=2, groups=1)),
     (200, 64, dict(batch=1)),
+    (300, 16, dict(batch=1, heads=2, groups=1)),  # 19 chunks: state passing over 3 groups, the last partial
 ]
 
 
@@ -151,6 +152,7 @@ GRAD_CASES = [
     (63, 32, dict(groups=4, with_D=False, with_z=False, with_initial=False), False),
     (63, 24, dict(heads=2, groups=1), True),
     (200, 64, dict(batch=1), True),
+    (300, 16, dict(batch=1, heads=2, groups=1), True),
 ]
 
 
