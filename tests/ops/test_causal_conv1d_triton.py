@@ -5,36 +5,15 @@ CPU through the Triton interpreter (fp32, fp16) and, marked gpu, on CUDA (bf16, 
 Relative error ||a - b|| / ||b||: fp32 1e-5; fp16 1e-2 (the reference convolves in fp16 on the
 CPU, the kernel in fp32 from fp16 inputs); bf16 (GPU) 2e-2.
 """
-import os
-import sys
-
 import pytest
 import torch
+from kernel_helpers import DEVICE, gpu, import_kernels, rel
 
-_LATE = "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1"
-if not torch.cuda.is_available():
-    # the interpreter is chosen when a kernel is decorated, i.e. when its module is imported
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-triton = pytest.importorskip("triton")
-
-import genossa.kernels.causal_conv1d as conv_mod  # noqa: E402
-
-if not torch.cuda.is_available() and (_LATE or type(conv_mod._conv_fwd_kernel).__name__ != "InterpretedFunction"):
-    pytest.skip(
-        "no CUDA, and triton was imported before TRITON_INTERPRET=1 was set: run with TRITON_INTERPRET=1",
-        allow_module_level=True,
-    )
+import_kernels("genossa.kernels.causal_conv1d", "_conv_fwd_kernel")
 
 from genossa.ops.causal_conv1d import causal_conv1d_silu  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 2e-2}
-
-
-def rel(a, b):
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
 def case(B, T, C, dtype, *, K=4, past=True, seed=0):
@@ -81,9 +60,6 @@ def test_streaming_pieces_equal_one_shot():
         y, past = causal_conv1d_silu(piece, w, b, past, impl="triton")
         pieces.append(y)
     assert rel(torch.cat(pieces, 1), one_shot) < 1e-6
-
-
-gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 @pytest.mark.gpu

@@ -5,36 +5,15 @@ the CPU through the Triton interpreter (fp32, fp16) and, marked gpu, on CUDA (bf
 Relative error ||a - b|| / ||b||: fp32 1e-5; fp16 outputs and gradients are roundings of the
 same fp32 arithmetic (a sum order apart): 2e-3; bf16 (GPU): 1e-2.
 """
-import os
-import sys
-
 import pytest
 import torch
+from kernel_helpers import DEVICE, gpu, import_kernels, rel
 
-_LATE = "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1"
-if not torch.cuda.is_available():
-    # the interpreter is chosen when a kernel is decorated, i.e. when its module is imported
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-triton = pytest.importorskip("triton")
-
-import genossa.kernels.rms_norm as rms_mod  # noqa: E402
-
-if not torch.cuda.is_available() and (_LATE or type(rms_mod._rms_norm_fwd_kernel).__name__ != "InterpretedFunction"):
-    pytest.skip(
-        "no CUDA, and triton was imported before TRITON_INTERPRET=1 was set: run with TRITON_INTERPRET=1",
-        allow_module_level=True,
-    )
+rms_mod = import_kernels("genossa.kernels.rms_norm", "_rms_norm_fwd_kernel")
 
 from genossa.modules.norms import RMSNormGated, rms_norm, rms_norm_reference  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1e-2}
-
-
-def rel(a, b):
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
 def case(shape, dtype, gated, *, seed=0, strided_z=False):
@@ -99,9 +78,6 @@ def test_module_uses_the_kernel():
     y = module(x, z)
     assert type(y.grad_fn).__name__ == "_RMSNormTritonBackward"
     assert rel(y, rms_norm_reference(x, module.weight, module.eps, z)) < 1e-6
-
-
-gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 @pytest.mark.gpu

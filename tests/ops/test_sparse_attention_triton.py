@@ -9,28 +9,12 @@ reference computes in fp32 from the same fp16 inputs: 1e-2. bf16 (GPU): 2e-2 / 3
 mantissa roundings of P and dS).
 """
 import math
-import os
-import sys
 
 import pytest
 import torch
+from kernel_helpers import DEVICE, gpu, import_kernels, rel
 
-_LATE = "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1"
-if not torch.cuda.is_available():
-    # the interpreter is chosen when a kernel is decorated, i.e. when its module is imported
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-triton = pytest.importorskip("triton")
-
-import genossa.kernels.sparse_attention_fwd as fwd_mod  # noqa: E402
-
-if not torch.cuda.is_available() and (
-    _LATE or type(fwd_mod._sparse_attn_fwd_kernel).__name__ != "InterpretedFunction"
-):
-    pytest.skip(
-        "no CUDA, and triton was imported before TRITON_INTERPRET=1 was set: run with TRITON_INTERPRET=1",
-        allow_module_level=True,
-    )
+fwd_mod = import_kernels("genossa.kernels.sparse_attention_fwd", "_sparse_attn_fwd_kernel")
 
 from genossa.ops.sparse_attention import (  # noqa: E402
     fold_scan_bias,
@@ -41,7 +25,6 @@ from genossa.ops.sparse_attention import (  # noqa: E402
 )
 from genossa.ops.sparse_attention import triton as sat  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 FWD_TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 2e-2}
 GRAD_TOL = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 3e-2}
 
@@ -57,11 +40,6 @@ def one_torch_thread():
 @pytest.fixture(autouse=True)
 def poison(monkeypatch):
     monkeypatch.setattr(fwd_mod, "POISON_OUTPUTS", True)
-
-
-def rel(a, b):
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
 def make_case(Tq, *, dtype, chunk, window, n_sel, causal=True, q_start=0, k_start=0, n_keys=None, B=2, H=2,
@@ -287,9 +265,6 @@ def test_argument_errors():
     empty = sat.sparse_attention_triton(q[:, :0], k, v, sk[:, :0], sv[:, :0], pos[:, :0], valid[:, :0],
                                         chunk_size=16, window=16)
     assert empty.shape == (2, 0, 2, 24)
-
-
-gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 
 
 @pytest.mark.gpu

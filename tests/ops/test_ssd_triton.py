@@ -7,35 +7,15 @@ reassociation over a few hundred steps; the decay gradient sums signed terms ove
 fp16 inputs feed fp16 tiles to the dots (as on a GPU's tensor cores) while the reference
 computes in fp32 from the same fp16 inputs, so 1e-2 (a few fp16 roundings of intermediates).
 """
-import os
-import sys
-
 import pytest
 import torch
+from kernel_helpers import DEVICE, gpu, import_kernels, rel
 
-# Triton decorates its own library functions when it is first imported: the interpreter cannot
-# be switched on afterwards (a conftest that runs before any triton import should set it).
-_LATE = "triton" in sys.modules and os.environ.get("TRITON_INTERPRET") != "1"
-if not torch.cuda.is_available():
-    # The interpreter is chosen when a kernel is decorated, i.e. when its module is imported.
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-triton = pytest.importorskip("triton")
-
-import genossa.kernels.ssd_fwd as ssd_fwd_mod  # noqa: E402
-
-if not torch.cuda.is_available() and (
-    _LATE or type(ssd_fwd_mod._chunk_scan_fwd_kernel).__name__ != "InterpretedFunction"
-):
-    pytest.skip(
-        "no CUDA, and triton was imported before TRITON_INTERPRET=1 was set: run with TRITON_INTERPRET=1",
-        allow_module_level=True,
-    )
+ssd_fwd_mod = import_kernels("genossa.kernels.ssd_fwd", "_chunk_scan_fwd_kernel")
 
 from genossa.ops.ssd.naive import ssd_chunked  # noqa: E402
 from genossa.ops.ssd import triton as ssd_triton_mod  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 FWD_TOL = {torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 2e-2}
 GRAD_TOL = {torch.float32: 1e-4, torch.float16: 1e-2, torch.bfloat16: 3e-2}
 NAMES = ("x", "dt", "A", "B", "C", "D", "z", "initial_state")
@@ -44,11 +24,6 @@ NAMES = ("x", "dt", "A", "B", "C", "D", "z", "initial_state")
 @pytest.fixture(autouse=True)
 def poison(monkeypatch):
     monkeypatch.setattr(ssd_fwd_mod, "POISON_OUTPUTS", True)
-
-
-def rel(a, b):
-    a, b = a.double(), b.double()
-    return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
 def make_inputs(T, dtype, *, batch=2, heads=4, headdim=16, groups=2, dstate=16, seed=0,
@@ -173,7 +148,7 @@ def test_empty_sequence():
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("T", [4000])
 def test_gpu_matches_reference(T, dtype):
