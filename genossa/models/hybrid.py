@@ -99,9 +99,9 @@ class HybridBlock(nn.Module):
             topk_alpha=cfg.topk_alpha, topk_cap=cfg.topk_cap, causal=cfg.causal, bias_init=cfg.scan_bias_init,
             selection=cfg.selection, impl=cfg.kernels,
         ) if cfg.attention else None
-        self.fusion = FusionGate(cfg.d_model) if cfg.attention else None
+        self.fusion = FusionGate(cfg.d_model, impl=cfg.kernels) if cfg.attention else None
         self.norm2 = RMSNorm(cfg.d_model, cfg.norm_eps, impl=cfg.kernels) if cfg.mlp_ratio > 0 else None
-        self.mlp = SwiGLU(cfg.d_model, cfg.mlp_ratio) if cfg.mlp_ratio > 0 else None
+        self.mlp = SwiGLU(cfg.d_model, cfg.mlp_ratio, impl=cfg.kernels) if cfg.mlp_ratio > 0 else None
 
     def forward(self, x: Tensor, state: BlockState | None = None, return_state: bool = False):
         h = self.norm1(x)
@@ -113,7 +113,7 @@ class HybridBlock(nn.Module):
                                return_cache=return_state)
             if return_state:
                 a, cache = a
-            x = x + self.fusion(h, m.out, a)
+            x = self.fusion.add_to(x, h, m.out, a)
         if self.mlp is not None:
             x = x + self.mlp(self.norm2(x))
         return (x, BlockState(m.state, cache)) if return_state else x

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from genossa.ops.fused import gate_residual
+
 
 class FusionGate(nn.Module):
     """out = g * ssm + (1 - g) * attn with g = sigmoid(W x + b) per position and channel.
@@ -13,8 +15,9 @@ class FusionGate(nn.Module):
     at an even mix. All [B, T, D].
     """
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, impl: str = "auto"):
         super().__init__()
+        self.impl = impl  # the fused gate + residual: auto / naive / triton (ops.fused)
         self.proj = nn.Linear(dim, dim)
         nn.init.zeros_(self.proj.bias)
 
@@ -25,3 +28,7 @@ class FusionGate(nn.Module):
     def forward(self, x: Tensor, ssm: Tensor, attn: Tensor) -> Tensor:
         g = self.gate(x)
         return g * ssm + (1 - g) * attn
+
+    def add_to(self, residual: Tensor, x: Tensor, ssm: Tensor, attn: Tensor) -> Tensor:
+        """residual + forward(x, ssm, attn), one fused kernel each way on CUDA."""
+        return gate_residual(residual, self.proj(x), ssm, attn, impl=self.impl)
