@@ -135,7 +135,8 @@ pretrain)
 bench)  # one GPU, ~9 min: kernel tests, training throughput, embed, score
     PYTHONSAFEPATH=1 timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_sparse_attention_triton.py \
         tests/ops/test_rms_norm_triton.py tests/ops/test_causal_conv1d_triton.py tests/ops/test_selection.py \
-        tests/models/test_model_kernels.py 2>&1 | tail -n 3
+        tests/ops/test_fused_elementwise_triton.py tests/ops/test_ssd_triton.py tests/models/test_model_kernels.py \
+        2>&1 | tail -n 3
     common=(--set train.grad_accum=1 --set train.seq_len_warmup_steps=0 --set train.eval_every=1000
             --set train.log_every=1 --set train.checkpoint_every=1000 --set "data.fasta=$CORPUS"
             --set "data.held_out_contigs=$HELD_OUT" --set train.zero_stage=0 --set train.device=cuda)
