@@ -148,8 +148,8 @@ def conv1d_silu_bwd(dy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, bias: to
     dxp = torch.empty((bsz, T + K - 1, C), device=x.device, dtype=x.dtype)
     dpre = torch.empty((bsz, T, C), device=x.device, dtype=x.dtype)  # x's precision, as PyTorch's conv backward
     n_t = triton.cdiv(T, BLOCK_T)
-    dw = torch.zeros((bsz * n_t, C, K), device=x.device, dtype=torch.float32)
-    db = torch.zeros((bsz * n_t, C), device=x.device, dtype=torch.float32)
+    dw = torch.empty((bsz * n_t, C, K), device=x.device, dtype=torch.float32)  # every row written by its program
+    db = torch.empty((bsz * n_t, C), device=x.device, dtype=torch.float32)
     p = past if past is not None else x
     if T and bsz:
         n_c = triton.cdiv(C, BLOCK_C)
@@ -162,5 +162,7 @@ def conv1d_silu_bwd(dy: torch.Tensor, x: torch.Tensor, w: torch.Tensor, bias: to
             dpre, w, dxp, T, C, dpre.stride(0), dpre.stride(1), dxp.stride(0), dxp.stride(1),
             K=K, BLOCK_T=BLOCK_T, BLOCK_C=BLOCK_C,
         )
+    else:  # no position: the carried state gets no gradient
+        dxp.zero_()
     dpast = dxp[:, : K - 1].to(past.dtype) if past is not None else None
     return dxp[:, K - 1 :], dw.sum(0), db.sum(0), dpast

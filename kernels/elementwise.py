@@ -53,24 +53,27 @@ def _swiglu_bwd_kernel(gu_ptr, dy_ptr, dgu_ptr, R, Hd, stride_gu, stride_dy, str
 
 
 @triton.jit
+def _load_fp32(ptr, offs, mask):
+    return tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
 def _gate_fwd_kernel(x_ptr, p_ptr, s_ptr, a_ptr, out_ptr, n, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
-    x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    g = tl.sigmoid(tl.load(p_ptr + offs, mask=mask, other=0.0).to(tl.float32))
-    s = tl.load(s_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    a = tl.load(a_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    tl.store(out_ptr + offs, (x + g * s + (1.0 - g) * a).to(out_ptr.dtype.element_ty), mask=mask)
+    g = tl.sigmoid(_load_fp32(p_ptr, offs, mask))
+    out = _load_fp32(x_ptr, offs, mask) + g * _load_fp32(s_ptr, offs, mask) + (1.0 - g) * _load_fp32(a_ptr, offs, mask)
+    tl.store(out_ptr + offs, out.to(out_ptr.dtype.element_ty), mask=mask)
 
 
 @triton.jit
 def _gate_bwd_kernel(dout_ptr, p_ptr, s_ptr, a_ptr, dp_ptr, ds_ptr, da_ptr, n, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < n
-    d = tl.load(dout_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    g = tl.sigmoid(tl.load(p_ptr + offs, mask=mask, other=0.0).to(tl.float32))
-    s = tl.load(s_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    a = tl.load(a_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    d = _load_fp32(dout_ptr, offs, mask)
+    g = tl.sigmoid(_load_fp32(p_ptr, offs, mask))
+    s = _load_fp32(s_ptr, offs, mask)
+    a = _load_fp32(a_ptr, offs, mask)
     tl.store(dp_ptr + offs, (d * (s - a) * g * (1.0 - g)).to(dp_ptr.dtype.element_ty), mask=mask)
     tl.store(ds_ptr + offs, (d * g).to(ds_ptr.dtype.element_ty), mask=mask)
     tl.store(da_ptr + offs, (d * (1.0 - g)).to(da_ptr.dtype.element_ty), mask=mask)
