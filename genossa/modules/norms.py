@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from genossa.ops.impl import resolve_impl
+from genossa.ops.impl import as_rows, resolve_impl
 
 
 def rms_norm_reference(x: Tensor, weight: Tensor, eps: float, z: Tensor | None = None) -> Tensor:
@@ -60,21 +60,12 @@ class _RMSNormFunction(torch.autograd.Function):
         return dx.to(x.dtype), dweight, dz.to(z.dtype), None
 
 
-def _rows(t: Tensor | None) -> Tensor | None:
-    """[..., D] -> [rows, D] with unit stride along D (a view where the layout allows: a split of a
-    wider projection keeps its row stride)."""
-    if t is None:
-        return None
-    t2 = t.reshape(-1, t.shape[-1])
-    return t2 if t2.stride(-1) == 1 else t2.contiguous()
-
-
 class _RMSNormTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: Tensor, weight: Tensor, z: Tensor | None, eps: float) -> Tensor:
         from genossa.kernels.rms_norm import rms_norm_fwd  # triton only when used
 
-        x2, z2 = _rows(x), _rows(z)
+        x2, z2 = as_rows(x), None if z is None else as_rows(z)
         y, rstd = rms_norm_fwd(x2, weight, z2, eps)
         ctx.save_for_backward(x2, weight, z2, rstd)
         ctx.shapes = x.shape, None if z is None else z.shape
@@ -85,7 +76,7 @@ class _RMSNormTriton(torch.autograd.Function):
         from genossa.kernels.rms_norm import rms_norm_bwd
 
         x2, weight, z2, rstd = ctx.saved_tensors
-        dx, dweight, dz = rms_norm_bwd(_rows(dy), x2, weight, z2, rstd)
+        dx, dweight, dz = rms_norm_bwd(as_rows(dy), x2, weight, z2, rstd)
         x_shape, z_shape = ctx.shapes
         return dx.view(x_shape), dweight, None if dz is None else dz.view(z_shape), None
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from genossa.ops.impl import resolve_impl
+from genossa.ops.impl import as_rows, resolve_impl
 
 
 def swiglu_reference(gu: Tensor) -> Tensor:
@@ -21,17 +21,12 @@ def gate_residual_reference(x: Tensor, p: Tensor, s: Tensor, a: Tensor) -> Tenso
     return x + (g * s + (1 - g) * a)
 
 
-def _rows(t: Tensor) -> Tensor:
-    t2 = t.reshape(-1, t.shape[-1])
-    return t2 if t2.stride(-1) == 1 else t2.contiguous()
-
-
 class _SwiGLUTriton(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gu: Tensor) -> Tensor:
         from genossa.kernels.elementwise import swiglu_fwd  # triton only when used
 
-        gu2 = _rows(gu)
+        gu2 = as_rows(gu)
         ctx.save_for_backward(gu2)
         ctx.shape = gu.shape
         return swiglu_fwd(gu2).view(*gu.shape[:-1], gu.shape[-1] // 2)
@@ -41,7 +36,7 @@ class _SwiGLUTriton(torch.autograd.Function):
         from genossa.kernels.elementwise import swiglu_bwd
 
         (gu2,) = ctx.saved_tensors
-        return swiglu_bwd(gu2, _rows(dy)).view(ctx.shape)
+        return swiglu_bwd(gu2, as_rows(dy)).view(ctx.shape)
 
 
 class _GateResidualTriton(torch.autograd.Function):
