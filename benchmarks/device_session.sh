@@ -6,6 +6,7 @@
 #   bash benchmarks/device_session.sh bench      # kernel tests, training steps (small/base), embed, score
 #   bash benchmarks/device_session.sh layer      # whole-layer benchmark (carry .peers), step profiles, score
 #   bash benchmarks/device_session.sh study      # conv kernel check, step profile, score, the GPU model study
+#   bash benchmarks/device_session.sh tune       # train-loop profile, partial checkpointing (base), base inference profile
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
 #   bash benchmarks/device_session.sh multi      # 2+ GPUs: NCCL tests, data-parallel scaling (ZeRO 1/2/3)
 #   bash benchmarks/device_session.sh long       # 2+ GPUs: the longest windows with sequence parallelism
@@ -146,10 +147,30 @@ bench)  # one GPU, ~9 min: kernel tests, training throughput, embed, score
     timeout 60 python3 benchmarks/model_step.py --preset small --lengths 131072 --profile 2>&1 | tail -n 36
     echo "== embed"
     timeout 80 python3 benchmarks/embed_bench.py --preset small --genome-mb 2 --batch-size 8 --chunk 131072 --bare 2>&1 | tail -n 4
-    timeout 80 python3 benchmarks/embed_bench.py --preset base --genome-mb 1 --batch-size 4 --chunk 131072 --bare 2>&1 | tail -n 4
+    timeout 100 python3 benchmarks/embed_bench.py --preset base --genome-mb 1 --batch-size 4 --chunk 131072 --bare --profile \
+        2>&1 | tail -n 40
     echo "== score"
-    timeout 100 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --vcfs dense \
-        --batch-size 256 512 2>&1 | tail -n 5
+    timeout 80 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --vcfs dense \
+        --batch-size 512 2>&1 | tail -n 3
+    ;;
+tune)  # one GPU, ~8 min: where genossa train's step goes beyond the bare model (profile.txt), partial
+    # activation checkpointing for base at 131k, base inference profile
+    common=(--set train.grad_accum=1 --set train.seq_len_warmup_steps=0 --set train.eval_every=1000
+            --set train.log_every=1 --set train.checkpoint_every=1000 --set "data.fasta=$CORPUS"
+            --set "data.held_out_contigs=$HELD_OUT" --set train.zero_stage=0 --set train.device=cuda)
+    run_train small-131k 90 --config small "${common[@]}" --set train.steps=8 --set train.activation_checkpointing=false \
+        --set train.profile_step=6
+    head -n 45 /tmp/runs/small-131k/profile.txt; grep -A 25 "own CPU time" /tmp/runs/small-131k/profile.txt
+    echo "== base step, recomputing K of 16 blocks"
+    for k in ${BASE_CKPT:-16 12 10 8}; do
+        timeout 60 python3 benchmarks/model_step.py --preset base --lengths 131072 --checkpointing $k 2>&1 | tail -n 1
+    done
+    run_train base-131k 100 --config base "${common[@]}" --set train.steps=6 \
+        --set train.activation_checkpointing=${BASE_TRAIN_CKPT:-10} --set train.profile_step=5
+    head -n 40 /tmp/runs/base-131k/profile.txt
+    echo "== embed base (profiled at batch 2)"
+    timeout 100 python3 benchmarks/embed_bench.py --preset base --genome-mb 1 --batch-size 2 --chunk 131072 --profile \
+        2>&1 | tail -n 40
     ;;
 layer)  # one GPU, ~8 min: the whole-layer benchmark beside mamba_ssm (carry .peers), where a training step's
     # GPU time goes (small, base at 131k), score throughput at 8,192 bases

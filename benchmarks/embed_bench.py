@@ -121,11 +121,15 @@ def main() -> None:
                        "hours_for_3.1Gb": round(3.1e9 / s.bases_per_second / 3600, 2)}
                 print(json.dumps(row), flush=True)  # before the slower extras, in case a time limit cuts them
                 if args.bare or args.profile:
+                    torch.cuda.reset_peak_memory_stats()
                     m = GenossaLM.from_pretrained(ckpt, map_location="cuda").eval()
                     if args.bare:
                         bare = round(bare_model(m, bs, args.window, chunk))
                         print(json.dumps({"preset": preset, "batch_size": bs, "chunk": chunk,
-                                          "bare_model_bases_per_s": bare}), flush=True)
+                                          "bare_model_bases_per_s": bare,
+                                          "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+                                          "held_after_gib": round(torch.cuda.memory_allocated() / 2**30, 2)}),
+                              flush=True)
                     if args.profile:
                         profile_model(m, bs, args.window, chunk)
                     del m

@@ -23,7 +23,8 @@ def main() -> None:
     parser.add_argument("--lengths", type=int, nargs="+", default=[16384, 131072])
     parser.add_argument("--dtype", choices=["bf16", "fp32"], default="bf16")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--checkpointing", action="store_true", help="per-block activation checkpointing")
+    parser.add_argument("--checkpointing", type=int, nargs="?", const=-1, default=0,
+                        help="activation checkpointing: every block, or the first K blocks (--checkpointing K)")
     parser.add_argument("--profile", action="store_true", help="one profiled step per length: top GPU kernels")
     args = parser.parse_args()
     use_checkout()
@@ -38,7 +39,7 @@ def main() -> None:
     config = PRESETS[args.preset]()
     torch.manual_seed(0)
     model = GenossaLM(config).to(device=device, dtype=dtype)
-    model.gradient_checkpointing = args.checkpointing
+    model.gradient_checkpointing = True if args.checkpointing < 0 else args.checkpointing
     n = 8192 if device.type == "cuda" else 512
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b

@@ -53,8 +53,10 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     zero_stage: int = 0
     """DeepSpeed ZeRO stage 0-3."""
-    activation_checkpointing: bool = False
-    """Recompute each block's activations in backward (memory for time)."""
+    activation_checkpointing: Union[bool, int] = False
+    """Recompute blocks' activations in backward (memory for time): true = every block, an
+    integer k = the first k blocks only (recomputes k/n_layers of the forward; the other blocks
+    keep their activations, so pick the largest k whose memory does not fit without it)."""
     sequence_parallel: int = 1
     """Ranks that split one window (genossa.parallel.sequence); must divide the number of
     processes, which form world / sequence_parallel data-parallel replicas."""
@@ -70,6 +72,9 @@ class TrainConfig:
     keep_last: int = 3
     """Checkpoints kept on disk (older ones are deleted)."""
     log_every: int = 10
+    profile_step: int = 0
+    """Record this step (1-based; 0 = none) under torch.profiler and write where its time went
+    (top GPU kernels, top CPU-side ops, the step's wall time) to profile.txt in the run directory."""
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
@@ -78,13 +83,15 @@ class TrainConfig:
                   "checkpoint_every", "keep_last", "log_every", "eval_windows", "seq_len_warmup_start",
                   "sequence_parallel")
         _nonnegative(self, "warmup_steps", "weight_decay", "grad_clip", "seq_len_warmup_steps",
-                     "soft_mask_weight")
+                     "soft_mask_weight", "profile_step")
         if not self.lr > 0:
             raise ValueError("lr: must be > 0")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError("min_lr_ratio: must be in [0, 1]")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError("betas: must be two numbers in [0, 1)")
+        if not isinstance(self.activation_checkpointing, bool) and self.activation_checkpointing < 0:
+            raise ValueError("activation_checkpointing: must be true, false or a number of blocks >= 0")
         if self.zero_stage not in (0, 1, 2, 3):
             raise ValueError("zero_stage: must be 0, 1, 2 or 3")
         if self.sequence_parallel > 1 and self.zero_stage > 1:
@@ -172,6 +179,11 @@ class GenossaConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     score: ScoreConfig = field(default_factory=ScoreConfig)
+
+    def __post_init__(self) -> None:
+        k = self.train.activation_checkpointing
+        if not isinstance(k, bool) and k > self.model.n_layers:
+            raise ValueError(f"train.activation_checkpointing: {k} blocks, but the model has {self.model.n_layers}")
 
 
 def _positive(obj: Any, *names: str) -> None:

@@ -63,7 +63,7 @@ def test_unknown_section(tmp_path):
     [
         ("train:\n  steps: ten\n", "train.steps: expected int, got str 'ten'"),
         ("train:\n  steps: 1.5\n", "train.steps: expected int"),
-        ("train:\n  activation_checkpointing: true,\n", "expected bool, got str 'true,'"),
+        ("train:\n  activation_checkpointing: true,\n", "expected bool or int, got 'true,'"),
         ("train:\n  lr: yes\n", "train.lr: expected float, got bool"),
         ("train:\n  precision: bf17\n", "train.precision: expected one of 'fp32', 'bf16', 'fp16'"),
         ("train:\n  betas: 0.9\n", "train.betas: expected list of float"),
@@ -82,6 +82,8 @@ def test_wrong_types(tmp_path, text, expected):
         ("train:\n  steps: 0\n", "train.steps: must be > 0"),
         ("train:\n  zero_stage: 4\n", "train.zero_stage: must be 0, 1, 2 or 3"),
         ("train:\n  min_lr_ratio: 2.0\n", "train.min_lr_ratio"),
+        ("train:\n  activation_checkpointing: -1\n", "train.activation_checkpointing: must be true, false"),
+        ("model:\n  n_layers: 4\ntrain:\n  activation_checkpointing: 5\n", "5 blocks, but the model has 4"),
         ("score:\n  methods: [llr, magic]\n", "score.methods: unknown ['magic']"),
     ],
 )

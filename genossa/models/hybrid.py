@@ -127,8 +127,9 @@ class GenossaLM(nn.Module):
         self.blocks = nn.ModuleList(HybridBlock(config) for _ in range(config.n_layers))
         self.norm_f = RMSNorm(config.d_model, config.norm_eps, impl=config.kernels)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
-        self.gradient_checkpointing = False
-        """Recompute each block's activations in backward (training memory for time)."""
+        self.gradient_checkpointing: bool | int = False
+        """Recompute blocks' activations in backward (training memory for time): True = every
+        block, an int k = the first k blocks (the rest keep theirs; fewer recomputed FLOPs)."""
         self.reset_parameters()
         if config.tie_embeddings:
             self.lm_head.weight = self.embedding.weight
@@ -163,7 +164,7 @@ class GenossaLM(nn.Module):
             if return_state:
                 x, bs = block(x, state.blocks[i] if state is not None else None, return_state=True)
                 new_states.append(bs)
-            elif self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            elif self.recomputes_block(i):
                 x = torch.utils.checkpoint.checkpoint(block, x, use_reentrant=False)
             else:
                 x = block(x, state.blocks[i] if state is not None else None)
@@ -173,6 +174,13 @@ class GenossaLM(nn.Module):
         if return_state:
             new_state = ModelState((state.pos if state is not None else 0) + tokens.shape[1], tuple(new_states))
         return ModelOutput(logits, x, emb, new_state)
+
+    def recomputes_block(self, i: int) -> bool:
+        """Whether block i runs under activation checkpointing in this forward."""
+        if not (self.training and torch.is_grad_enabled()):
+            return False
+        k = self.gradient_checkpointing
+        return i < (len(self.blocks) if k is True else int(k))
 
     def compute_loss(self, tokens: Tensor, *, loss_weights: Tensor | None = None, targets: Tensor | None = None,
                      matryoshka: bool = True) -> LossOutput:

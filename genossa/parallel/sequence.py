@@ -166,13 +166,12 @@ def sequence_parallel_forward(model: GenossaLM, tokens: Tensor, *, start: int,
         raise ValueError(f"rank {rank} of the sequence-parallel group cannot start at position {start}")
     device = tokens.device
     anchor = torch.zeros((), device=device, requires_grad=True) if torch.is_grad_enabled() else None
-    checkpointing = model.gradient_checkpointing and model.training and torch.is_grad_enabled()
     x = model.embedding(tokens.long())  # [B, T_r, d_model]
     sent = []
-    for block in model.blocks:
+    for i, block in enumerate(model.blocks):
         n_diff = _n_diff(block)
         state = _unflatten(_RecvState.apply(rank - 1, group, n_diff, device, anchor), start) if rank > 0 else None
-        if checkpointing:
+        if model.recomputes_block(i):
             x, new_state = torch.utils.checkpoint.checkpoint(block, x, state, True, use_reentrant=False)
         else:
             x, new_state = block(x, state, return_state=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import resource
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -38,6 +39,7 @@ from genossa.train.objective import (
 )
 
 EXPORT_DIRNAME = "model"
+PROFILE_FILENAME = "profile.txt"
 
 
 @dataclass
@@ -94,8 +96,10 @@ def train(config: GenossaConfig, out_dir: str | Path, *, resume: bool = False, p
         model = TrainingObjective(lm)
     if tcfg.zero_stage == 3:
         register_for_zero3(model)
+    # one fused kernel per step on the GPU (per parameter, ~10 launches each, otherwise)
     optimizer = torch.optim.AdamW(
-        _param_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=tuple(tcfg.betas), foreach=False
+        _param_groups(model, tcfg.weight_decay), lr=tcfg.lr, betas=tuple(tcfg.betas), foreach=False,
+        fused=device.type == "cuda",
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
@@ -131,21 +135,23 @@ def train(config: GenossaConfig, out_dir: str | Path, *, resume: bool = False, p
                 warmup_steps=tcfg.seq_len_warmup_steps, multiple=config.model.ssm_chunk,
             )
             engine.train()
+            profiling = step + 1 == tcfg.profile_step and rank == 0
             started = time.perf_counter()
-            sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*w, bits*w, w
-            for _ in range(tcfg.grad_accum):
-                batch = next(batches)
-                tokens = batch["tokens"][:, :length].to(device)
-                weights = _loss_weights(batch, length, tcfg.soft_mask_weight).to(device)
-                loss, bits, weight = engine(tokens, weights)
-                engine.backward(loss)
-                engine.step()
-                sums += torch.stack([loss.detach().double() * weight, bits.double() * weight, weight.double()])
-            if world > 1:
-                dist.all_reduce(sums)
+            with _step_profiler(out_dir / PROFILE_FILENAME, step + 1) if profiling else nullcontext():
+                sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*w, bits*w, w
+                for _ in range(tcfg.grad_accum):
+                    batch = next(batches)
+                    tokens = batch["tokens"][:, :length].to(device)
+                    weights = _loss_weights(batch, length, tcfg.soft_mask_weight).to(device)
+                    loss, bits, weight = engine(tokens, weights)
+                    engine.backward(loss)
+                    engine.step()
+                    sums += torch.stack([loss.detach().double() * weight, bits.double() * weight, weight.double()])
+                if world > 1:
+                    dist.all_reduce(sums)
+                mean_loss = (sums[0] / sums[2].clamp_min(1)).item()
+                train_bpb = (sums[1] / sums[2].clamp_min(1)).item()
             step += 1
-            mean_loss = (sums[0] / sums[2].clamp_min(1)).item()
-            train_bpb = (sums[1] / sums[2].clamp_min(1)).item()
             if not math.isfinite(mean_loss):
                 raise GenossaError(
                     f"non-finite loss ({mean_loss}) at step {step}; stopped. Last good checkpoint: "
@@ -189,6 +195,25 @@ def train(config: GenossaConfig, out_dir: str | Path, *, resume: bool = False, p
         run_dir=out_dir, steps=step, stopped_early=step < tcfg.steps, final_train_bits_per_base=train_bpb,
         final_eval_bits_per_base=None if eval_data is None else eval_bpb,
         tokens=extra["tokens"], seconds=extra["seconds"], export_dir=export_dir,
+    )
+
+
+@contextmanager
+def _step_profiler(path: Path, step: int):
+    """torch.profiler around one step (this rank); its summary written to `path`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    started = time.perf_counter()
+    with profile(activities=activities) as prof:
+        yield
+    wall_ms = (time.perf_counter() - started) * 1e3
+    table = prof.key_averages()
+    device_sort = "self_device_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    path.write_text(
+        f"step {step}: {wall_ms:.1f} ms of wall time (from the first micro-batch to the loss on the host)\n\n"
+        f"top ops by their own device time\n{table.table(sort_by=device_sort, row_limit=30, max_name_column_width=60)}\n"
+        f"top ops by their own CPU time\n{table.table(sort_by='self_cpu_time_total', row_limit=30, max_name_column_width=60)}\n"
     )
 
 

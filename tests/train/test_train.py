@@ -149,7 +149,9 @@ def test_deepspeed_launcher_trains_two_processes(tmp_path):
 def finished_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("run")
     out = tmp_path / "run"
-    _run(_train_cmd(out, "train.steps=3", "train.checkpoint_every=3"), tmp_path)
+    # also exercises recomputing some blocks (tiny has 2) and the one-step profile
+    _run(_train_cmd(out, "train.steps=3", "train.checkpoint_every=3", "train.activation_checkpointing=1",
+                    "train.profile_step=2"), tmp_path)
     return out
 
 
@@ -166,6 +168,8 @@ def test_run_directory_is_complete(finished_run):
     assert [r["step"] for r in read_metrics(out) if r["split"] == "eval"] == [3]
     model = GenossaLM.from_pretrained(out / "model")
     assert model.config == load_config(out / "config.yaml").model
+    profile = (out / "profile.txt").read_text()
+    assert profile.startswith("step 2: ") and "aten::mm" in profile and "top ops by their own CPU time" in profile
 
 
 def test_checkpoints_hold_only_tensors_and_plain_data(finished_run):
