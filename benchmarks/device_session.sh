@@ -7,6 +7,7 @@
 #   bash benchmarks/device_session.sh layer      # whole-layer benchmark (carry .peers), step profiles, score
 #   bash benchmarks/device_session.sh study      # conv kernel check, step profile, score, the GPU model study
 #   bash benchmarks/device_session.sh tune       # train-loop profile, partial checkpointing (base), base inference profile
+#   bash benchmarks/device_session.sh tune2      # grouped score batches, fewer recomputed base blocks, bf16 weights
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
 #   bash benchmarks/device_session.sh multi      # 2+ GPUs: NCCL tests, data-parallel scaling (ZeRO 1/2/3)
 #   bash benchmarks/device_session.sh long       # 2+ GPUs: the longest windows with sequence parallelism
@@ -171,6 +172,24 @@ tune)  # one GPU, ~8 min: where genossa train's step goes beyond the bare model 
     echo "== embed base (profiled at batch 2)"
     timeout 100 python3 benchmarks/embed_bench.py --preset base --genome-mb 1 --batch-size 2 --chunk 131072 --profile \
         2>&1 | tail -n 40
+    ;;
+tune2)  # one GPU, ~7 min: score with grouped split points, base at 131k recomputing fewer blocks, the train
+    # loop's profile (small), base inference with bf16 weights
+    echo "== score"
+    timeout 100 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --vcfs dense \
+        --batch-size 256 1024 2>&1 | tail -n 3
+    common=(--set train.grad_accum=1 --set train.seq_len_warmup_steps=0 --set train.eval_every=1000
+            --set train.log_every=1 --set train.checkpoint_every=1000 --set "data.fasta=$CORPUS"
+            --set "data.held_out_contigs=$HELD_OUT" --set train.zero_stage=0 --set train.device=cuda)
+    for k in ${BASE_CKPT:-6 4 2}; do
+        run_train base-131k-ckpt$k 80 --config base "${common[@]}" --set train.steps=5 --set train.activation_checkpointing=$k
+    done
+    run_train small-131k 90 --config small "${common[@]}" --set train.steps=8 --set train.activation_checkpointing=false \
+        --set train.profile_step=6
+    cp /tmp/runs/small-131k/profile.txt "$OUT/logs/small-131k-profile.txt"
+    echo "== embed base: bf16 weights"
+    timeout 120 python3 benchmarks/embed_bench.py --preset base --genome-mb 1 --batch-size 4 --chunk 131072 --bare \
+        --bf16-weights 2>&1 | tail -n 3
     ;;
 layer)  # one GPU, ~8 min: the whole-layer benchmark beside mamba_ssm (carry .peers), where a training step's
     # GPU time goes (small, base at 131k), score throughput at 8,192 bases

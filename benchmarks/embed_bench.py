@@ -47,9 +47,11 @@ def _bases(fasta: Path) -> int:
 
 @torch.no_grad()
 def bare_model(model: GenossaLM, batch: int, window: int, chunk: int, repeats: int = 3) -> float:
-    """bases/s of the model alone (streaming pieces of `chunk`, bf16 autocast)."""
+    """bases/s of the model alone (streaming pieces of `chunk`, bf16 autocast; a model with bf16
+    weights runs without autocast)."""
     tokens = torch.randint(0, 4, (batch, window), device="cuda")
-    with torch.autocast("cuda", dtype=torch.bfloat16):
+    autocast = next(model.parameters()).dtype == torch.float32
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=autocast):
         for _ in iter_stream(model, tokens.split(chunk, 1)):
             pass
         torch.cuda.synchronize()
@@ -90,6 +92,8 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, nargs="+", default=[16384])
     ap.add_argument("--dims", default="")
     ap.add_argument("--bare", action="store_true", help="also time the bare model")
+    ap.add_argument("--bf16-weights", action="store_true",
+                    help="also time the bare model with its weights cast to bf16 (no autocast casts)")
     ap.add_argument("--profile", action="store_true",
                     help="also print the bare model's top CUDA kernels and CPU ops (torch.profiler, one batch)")
     ap.add_argument("--out", default=None, help="folder for the stores [default: a temp folder]")
@@ -120,7 +124,7 @@ def main() -> None:
                        "wall_s": round(wall, 2), "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
                        "hours_for_3.1Gb": round(3.1e9 / s.bases_per_second / 3600, 2)}
                 print(json.dumps(row), flush=True)  # before the slower extras, in case a time limit cuts them
-                if args.bare or args.profile:
+                if args.bare or args.profile or args.bf16_weights:
                     torch.cuda.reset_peak_memory_stats()
                     m = GenossaLM.from_pretrained(ckpt, map_location="cuda").eval()
                     if args.bare:
@@ -130,6 +134,14 @@ def main() -> None:
                                           "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
                                           "held_after_gib": round(torch.cuda.memory_allocated() / 2**30, 2)}),
                               flush=True)
+                    if args.bf16_weights:
+                        torch.cuda.reset_peak_memory_stats()
+                        bare = round(bare_model(m.to(torch.bfloat16), bs, args.window, chunk))
+                        print(json.dumps({"preset": preset, "batch_size": bs, "chunk": chunk, "weights": "bf16",
+                                          "bare_model_bases_per_s": bare,
+                                          "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}),
+                              flush=True)
+                        m = m.float()
                     if args.profile:
                         profile_model(m, bs, args.window, chunk)
                     del m

@@ -232,12 +232,13 @@ class AlleleScorer:
         ref_tokens = torch.from_numpy(_tokens(reference).astype(np.int64)).to(self.device)
         state, prev_logits, at = None, None, start
         results = {}
-        for c in splits:
+        for group in self._split_groups(splits, by_split):
+            c = group[0]  # every row of the group starts here, its own split's prefix read as reference
             if c > at:
                 out = self._forward(ref_tokens[None, at - start : c - start], state, True)
                 state, prev_logits, at = out.state, out.logits[0, -1].float(), c
             rows = []
-            for i, geo, ref, alt in by_split[c]:
+            for i, geo, ref, alt in (m for split in group for m in by_split[split]):
                 before = reference[c - start : geo.pos - start]
                 after = view.fetch(contig, geo.pos + len(ref), geo.pos + len(ref) + geo.span)
                 rows.append(_Row(i, geo, _tokens((before + alt + after)[: geo.pos - c + geo.span])))
@@ -248,6 +249,22 @@ class AlleleScorer:
                 if progress is not None:
                     progress.update(len(batch))
         return results
+
+    def _split_groups(self, splits: list[int], by_split: dict[int, list]):
+        """Runs of consecutive split points whose rows are scored together from the run's first
+        point: one batch of many rows instead of a small batch per point (and one reference
+        forward per run), for at most max(downstream / 2, attn_chunk) extra tokens per row."""
+        reach = max(self.downstream // 2, self.chunk)
+        group, rows = [], 0
+        for c in splits:
+            n = len(by_split[c])
+            if group and (rows + n > self.batch_size - 1 or c - group[0] > reach):
+                yield group
+                group, rows = [], 0
+            group.append(c)
+            rows += n
+        if group:
+            yield group
 
     def _score_rows(self, ref_row: np.ndarray, rows: list[_Row], state, prev_logits, c: int) -> dict[int, AlleleScore]:
         """One batch: the reference suffix (row 0) and ALT suffixes from split point c."""
