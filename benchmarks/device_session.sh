@@ -8,6 +8,7 @@
 #   bash benchmarks/device_session.sh study      # conv kernel check, step profile, score, the GPU model study
 #   bash benchmarks/device_session.sh tune       # train-loop profile, partial checkpointing (base), base inference profile
 #   bash benchmarks/device_session.sh tune2      # grouped score batches, fewer recomputed base blocks, bf16 weights
+#   bash benchmarks/device_session.sh tune3      # score by split reach (+ GPU profile), base at its preset checkpointing
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
 #   bash benchmarks/device_session.sh multi      # 2+ GPUs: NCCL tests, data-parallel scaling (ZeRO 1/2/3)
 #   bash benchmarks/device_session.sh long       # 2+ GPUs: the longest windows with sequence parallelism
@@ -190,6 +191,17 @@ tune2)  # one GPU, ~7 min: score with grouped split points, base at 131k recompu
     echo "== embed base: bf16 weights"
     timeout 120 python3 benchmarks/embed_bench.py --preset base --genome-mb 1 --batch-size 4 --chunk 131072 --bare \
         --bf16-weights 2>&1 | tail -n 3
+    ;;
+tune3)  # one GPU, ~6 min: score by split reach (and its GPU profile), the base preset's own checkpointing
+    echo "== score by split reach"
+    timeout 150 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --vcfs dense \
+        --batch-size 1024 --split-reach 0.125 0.25 0.5 1.0 2>&1 | grep '^{'
+    timeout 90 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --vcfs dense \
+        --batch-size 1024 --split-reach 0.25 --profile-gpu 2>&1 | tail -n 28
+    common=(--set train.grad_accum=1 --set train.seq_len_warmup_steps=0 --set train.eval_every=1000
+            --set train.log_every=1 --set train.checkpoint_every=1000 --set "data.fasta=$CORPUS"
+            --set "data.held_out_contigs=$HELD_OUT" --set train.zero_stage=0 --set train.device=cuda)
+    run_train base-131k 100 --config base "${common[@]}" --set train.steps=8
     ;;
 layer)  # one GPU, ~8 min: the whole-layer benchmark beside mamba_ssm (carry .peers), where a training step's
     # GPU time goes (small, base at 131k), score throughput at 8,192 bases

@@ -30,7 +30,7 @@ import torch
 from genossa import resources
 from genossa.models import config as presets
 from genossa.models.hybrid import GenossaLM
-from genossa.score import score_variants
+from genossa.score import AlleleScorer, score_variants
 
 CONTIG = "NC_007779.1"
 
@@ -58,7 +58,10 @@ def main() -> None:
     ap.add_argument("--precision", default="bf16")
     ap.add_argument("--rc-average", action="store_true")
     ap.add_argument("--vcfs", nargs="+", default=["dense", "sparse"], choices=["dense", "sparse"])
+    ap.add_argument("--split-reach", type=float, nargs="+", default=[AlleleScorer.split_reach],
+                    help="how far a batch's run of split points reaches, as a fraction of downstream")
     ap.add_argument("--profile", action="store_true", help="cProfile each run: the top functions by own time")
+    ap.add_argument("--profile-gpu", action="store_true", help="torch.profiler of each run: the top GPU kernels")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp())
@@ -77,27 +80,38 @@ def main() -> None:
                             fasta),
     }
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    for window in args.window:
-        for batch in args.batch_size:
-            for name in ("warmup", *args.vcfs):
+    runs = [(w, b, r) for w in args.window for b in args.batch_size for r in args.split_reach]
+    for window, batch, reach in runs:
+        AlleleScorer.split_reach = reach
+        for name in ("warmup", *args.vcfs):
+            if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
-                profiler = cProfile.Profile() if args.profile and name != "warmup" else None
-                t = time.perf_counter()
-                with profiler or contextlib.nullcontext():
-                    s = score_variants(model_dir, resources.ECOLI_FASTA, vcfs[name], tmp / f"{name}.scored.vcf.gz",
-                                       window=window, downstream=args.downstream, batch_size=batch,
-                                       precision=args.precision, rc_average=args.rc_average, progress=False)
-                wall = time.perf_counter() - t
-                if profiler is not None:
-                    pstats.Stats(profiler).sort_stats("tottime").print_stats(14)
-                if name == "warmup":
-                    continue
-                print(json.dumps({
-                    "preset": args.preset, "vcf": name, "window": window, "downstream": args.downstream,
-                    "batch_size": batch, "precision": args.precision, "rc_average": args.rc_average,
-                    "variants": s.scored, "seconds": round(wall, 2), "variants_per_s": round(s.scored / wall, 1),
-                    "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2), "device": gpu,
-                }), flush=True)
+            profiler = cProfile.Profile() if args.profile and name != "warmup" else None
+            gpu_profiler = None
+            if args.profile_gpu and name != "warmup":
+                from torch.profiler import ProfilerActivity, profile
+                gpu_profiler = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA])
+            t = time.perf_counter()
+            with profiler or contextlib.nullcontext(), gpu_profiler or contextlib.nullcontext():
+                s = score_variants(model_dir, resources.ECOLI_FASTA, vcfs[name], tmp / f"{name}.scored.vcf.gz",
+                                   window=window, downstream=args.downstream, batch_size=batch,
+                                   precision=args.precision, rc_average=args.rc_average, progress=False)
+            wall = time.perf_counter() - t
+            if profiler is not None:
+                pstats.Stats(profiler).sort_stats("tottime").print_stats(14)
+            if gpu_profiler is not None:
+                print(gpu_profiler.key_averages().table(sort_by="self_device_time_total", row_limit=20,
+                                                        max_name_column_width=50), flush=True)
+            if name == "warmup":
+                continue
+            print(json.dumps({
+                "preset": args.preset, "vcf": name, "window": window, "downstream": args.downstream,
+                "batch_size": batch, "split_reach": reach, "precision": args.precision,
+                "rc_average": args.rc_average,
+                "variants": s.scored, "seconds": round(wall, 2), "variants_per_s": round(s.scored / wall, 1),
+                "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None,
+                "device": gpu,
+            }), flush=True)
 
 
 if __name__ == "__main__":

@@ -184,6 +184,10 @@ def _expand_state(state: ModelState, batch: int) -> ModelState:
 class AlleleScorer:
     """Scores allele jobs with a causal model (the library behind `score_variants`)."""
 
+    split_reach: float = 0.5
+    """How far (a fraction of downstream, at least one attn_chunk) a run of split points scored
+    in one batch may reach: more rows per batch, for at most that many extra tokens per row."""
+
     def __init__(self, model: GenossaLM, *, window: int, downstream: int, methods: Sequence[str] = METHODS,
                  batch_size: int = 8, precision: str = "fp32", dims: Sequence[int] | None = None):
         if not model.config.causal:
@@ -253,8 +257,8 @@ class AlleleScorer:
     def _split_groups(self, splits: list[int], by_split: dict[int, list]):
         """Runs of consecutive split points whose rows are scored together from the run's first
         point: one batch of many rows instead of a small batch per point (and one reference
-        forward per run), for at most max(downstream / 2, attn_chunk) extra tokens per row."""
-        reach = max(self.downstream // 2, self.chunk)
+        forward per run), for at most `split_reach` extra tokens per row."""
+        reach = max(int(self.downstream * self.split_reach), self.chunk)
         group, rows = [], 0
         for c in splits:
             n = len(by_split[c])
