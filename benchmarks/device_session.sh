@@ -9,6 +9,7 @@
 #   bash benchmarks/device_session.sh tune       # train-loop profile, partial checkpointing (base), base inference profile
 #   bash benchmarks/device_session.sh tune2      # grouped score batches, fewer recomputed base blocks, bf16 weights
 #   bash benchmarks/device_session.sh tune3      # score by split reach (+ GPU profile), base at its preset checkpointing
+#   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
 #   bash benchmarks/device_session.sh multi      # 2+ GPUs: NCCL tests, data-parallel scaling (ZeRO 1/2/3)
 #   bash benchmarks/device_session.sh long       # 2+ GPUs: the longest windows with sequence parallelism
@@ -202,6 +203,10 @@ tune3)  # one GPU, ~6 min: score by split reach (and its GPU profile), the base 
             --set train.log_every=1 --set train.checkpoint_every=1000 --set "data.fasta=$CORPUS"
             --set "data.held_out_contigs=$HELD_OUT" --set train.zero_stage=0 --set train.device=cuda)
     run_train base-131k 100 --config base "${common[@]}" --set train.steps=8
+    ;;
+score)  # one GPU, ~4 min: `genossa score` throughput at 8,192 and 131,072 bases, dense and sparse VCFs
+    timeout 280 python3 benchmarks/score_bench.py --preset small --window 8192 131072 --dense-positions 1024 \
+        --sparse-variants 64 --batch-size 1024 2>&1 | grep '^{'
     ;;
 layer)  # one GPU, ~8 min: the whole-layer benchmark beside mamba_ssm (carry .peers), where a training step's
     # GPU time goes (small, base at 131k), score throughput at 8,192 bases
