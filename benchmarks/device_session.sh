@@ -9,6 +9,7 @@
 #   bash benchmarks/device_session.sh tune       # train-loop profile, partial checkpointing (base), base inference profile
 #   bash benchmarks/device_session.sh tune2      # grouped score batches, fewer recomputed base blocks, bf16 weights
 #   bash benchmarks/device_session.sh tune3      # score by split reach (+ GPU profile), base at its preset checkpointing
+#   bash benchmarks/device_session.sh zero       # small preset step under ZeRO 0/1/2 (profiles)
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
 #   bash benchmarks/device_session.sh multi      # 2+ GPUs: NCCL tests, data-parallel scaling (ZeRO 1/2/3)
@@ -203,6 +204,17 @@ tune3)  # one GPU, ~6 min: score by split reach (and its GPU profile), the base 
             --set train.log_every=1 --set train.checkpoint_every=1000 --set "data.fasta=$CORPUS"
             --set "data.held_out_contigs=$HELD_OUT" --set train.zero_stage=0 --set train.device=cuda)
     run_train base-131k 100 --config base "${common[@]}" --set train.steps=8
+    ;;
+zero)  # one GPU, ~3 min: the small preset's step under ZeRO 0/1/2 (DeepSpeed's optimizer paths differ in host syncs)
+    common=(--set train.grad_accum=1 --set train.seq_len_warmup_steps=0 --set train.eval_every=1000
+            --set train.log_every=1 --set train.checkpoint_every=1000 --set "data.fasta=$CORPUS"
+            --set "data.held_out_contigs=$HELD_OUT" --set train.device=cuda --set train.activation_checkpointing=false)
+    for z in 0 1 2; do
+        run_train small-131k-zero$z 80 --config small "${common[@]}" --set train.steps=8 --set train.zero_stage=$z \
+            --set train.profile_step=6
+        cp /tmp/runs/small-131k-zero$z/profile.txt "$OUT/logs/small-131k-zero$z-profile.txt"
+        grep -E "^step|cudaStreamSynchronize" /tmp/runs/small-131k-zero$z/profile.txt | cut -c1-150
+    done
     ;;
 score)  # one GPU, ~4 min: `genossa score` throughput at 8,192 and 131,072 bases, dense and sparse VCFs
     timeout 280 python3 benchmarks/score_bench.py --preset small --window 8192 131072 --dense-positions 1024 \
