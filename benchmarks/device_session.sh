@@ -106,7 +106,6 @@ multi)
 long)
     sp=("${fast[@]}" --set "data.fasta=$LONG" --set "data.held_out_contigs=[]" --set train.grad_accum=1
         --set train.activation_checkpointing=true --set train.steps=4)
-    sp2=(torchrun --standalone --nproc_per_node 2 --)
     # entries preset (or config path):window:ranks
     for w in ${LONG_WINDOWS:-small:1048576:1 small:2097152:2 small:4194304:2}; do
         IFS=: read -r preset n p <<< "$w"
@@ -114,7 +113,7 @@ long)
         if [ "$p" = 1 ]; then
             run_train $name-$n-sp1 150 --config $preset "${sp[@]}" --set data.window=$n --set data.stride=$n
         else
-            run_launched $name-$n-sp$p 200 "${sp2[@]}" --config $preset "${sp[@]}" --set data.window=$n \
+            run_launched $name-$n-sp$p 200 torchrun --standalone --nproc_per_node $p -- --config $preset "${sp[@]}" --set data.window=$n \
                 --set data.stride=$n --set train.sequence_parallel=$p --set train.zero_stage=1
         fi
     done
