@@ -56,7 +56,7 @@ class TrainConfig:
     activation_checkpointing: Union[bool, int] = False
     """Recompute blocks' activations in backward (memory for time): true = every block, an
     integer k = the first k blocks only (recomputes k/n_layers of the forward; the other blocks
-    keep their activations, so pick the largest k whose memory does not fit without it)."""
+    keep their activations: the smallest k whose peak memory fits the GPU is the fastest)."""
     sequence_parallel: int = 1
     """Ranks that split one window (genossa.parallel.sequence); must divide the number of
     processes, which form world / sequence_parallel data-parallel replicas."""

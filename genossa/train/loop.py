@@ -4,7 +4,8 @@ The same function runs as a single process (a plain `genossa train`: rank 0 of 1
 CPU) and under `deepspeed`/`torchrun` (one process per GPU, ranks from the environment).
 Every run directory holds the resolved `config.yaml`, `metrics.jsonl`, TensorBoard logs,
 `checkpoints/` (see checkpoint.py), the exported inference model `model/` (config +
-safetensors, what `embed`/`score` load) and `loss_curves.png`.
+safetensors, what `embed`/`score` load) and `loss_curves.png` (and `profile.txt` with
+`train.profile_step`).
 """
 from __future__ import annotations
 
@@ -137,7 +138,7 @@ def train(config: GenossaConfig, out_dir: str | Path, *, resume: bool = False, p
             engine.train()
             profiling = step + 1 == tcfg.profile_step and rank == 0
             started = time.perf_counter()
-            with _step_profiler(out_dir / PROFILE_FILENAME, step + 1) if profiling else nullcontext():
+            with _step_profiler(out_dir / PROFILE_FILENAME, step + 1, device) if profiling else nullcontext():
                 sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss*w, bits*w, w
                 for _ in range(tcfg.grad_accum):
                     batch = next(batches)
@@ -199,17 +200,18 @@ def train(config: GenossaConfig, out_dir: str | Path, *, resume: bool = False, p
 
 
 @contextmanager
-def _step_profiler(path: Path, step: int):
+def _step_profiler(path: Path, step: int, device: torch.device):
     """torch.profiler around one step (this rank); its summary written to `path`."""
     from torch.profiler import ProfilerActivity, profile
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    on_gpu = device.type == "cuda"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
     started = time.perf_counter()
     with profile(activities=activities) as prof:
         yield
     wall_ms = (time.perf_counter() - started) * 1e3
     table = prof.key_averages()
-    device_sort = "self_device_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    device_sort = "self_device_time_total" if on_gpu else "self_cpu_time_total"
     path.write_text(
         f"step {step}: {wall_ms:.1f} ms of wall time (from the first micro-batch to the loss on the host)\n\n"
         f"top ops by their own device time\n{table.table(sort_by=device_sort, row_limit=30, max_name_column_width=60)}\n"
