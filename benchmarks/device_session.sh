@@ -81,6 +81,10 @@ run_launched() {
 fast=(--set train.seq_len_warmup_steps=0 --set train.eval_every=1000 --set train.log_every=1
       --set train.checkpoint_every=1000 --set train.device=cuda)
 LONG="[data/bench/ecoli_k12_whole.fa.gz]"
+# one-GPU throughput runs on the corpus: every step logged, held-out contigs kept out, ZeRO 0 (a later --set wins)
+common=(--set train.grad_accum=1 --set train.seq_len_warmup_steps=0 --set train.eval_every=1000
+        --set train.log_every=1 --set train.checkpoint_every=1000 --set "data.fasta=$CORPUS"
+        --set "data.held_out_contigs=$HELD_OUT" --set train.zero_stage=0 --set train.device=cuda)
 
 case $stage in
 multi+long)  # both in one call (the machine stays warm for 30 s only)
@@ -141,9 +145,6 @@ bench)  # one GPU, ~9 min: kernel tests, training throughput, embed, score
         tests/ops/test_rms_norm_triton.py tests/ops/test_causal_conv1d_triton.py tests/ops/test_selection.py \
         tests/ops/test_fused_elementwise_triton.py tests/ops/test_ssd_triton.py tests/models/test_model_kernels.py \
         2>&1 | tail -n 3
-    common=(--set train.grad_accum=1 --set train.seq_len_warmup_steps=0 --set train.eval_every=1000
-            --set train.log_every=1 --set train.checkpoint_every=1000 --set "data.fasta=$CORPUS"
-            --set "data.held_out_contigs=$HELD_OUT" --set train.zero_stage=0 --set train.device=cuda)
     run_train small-131k 90 --config small "${common[@]}" --set train.steps=8 --set train.activation_checkpointing=false
     run_train base-131k 100 --config base "${common[@]}" --set train.steps=6
     echo "== small step profile"
@@ -158,9 +159,6 @@ bench)  # one GPU, ~9 min: kernel tests, training throughput, embed, score
     ;;
 tune)  # one GPU, ~8 min: where genossa train's step goes beyond the bare model (profile.txt), partial
     # activation checkpointing for base at 131k, base inference profile
-    common=(--set train.grad_accum=1 --set train.seq_len_warmup_steps=0 --set train.eval_every=1000
-            --set train.log_every=1 --set train.checkpoint_every=1000 --set "data.fasta=$CORPUS"
-            --set "data.held_out_contigs=$HELD_OUT" --set train.zero_stage=0 --set train.device=cuda)
     run_train small-131k 90 --config small "${common[@]}" --set train.steps=8 --set train.activation_checkpointing=false \
         --set train.profile_step=6
     head -n 45 /tmp/runs/small-131k/profile.txt; grep -A 25 "own CPU time" /tmp/runs/small-131k/profile.txt
@@ -180,9 +178,6 @@ tune2)  # one GPU, ~7 min: score with grouped split points, base at 131k recompu
     echo "== score"
     timeout 100 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --vcfs dense \
         --batch-size 256 1024 2>&1 | tail -n 3
-    common=(--set train.grad_accum=1 --set train.seq_len_warmup_steps=0 --set train.eval_every=1000
-            --set train.log_every=1 --set train.checkpoint_every=1000 --set "data.fasta=$CORPUS"
-            --set "data.held_out_contigs=$HELD_OUT" --set train.zero_stage=0 --set train.device=cuda)
     for k in ${BASE_CKPT:-6 4 2}; do
         run_train base-131k-ckpt$k 80 --config base "${common[@]}" --set train.steps=5 --set train.activation_checkpointing=$k
     done
@@ -199,18 +194,12 @@ tune3)  # one GPU, ~6 min: score by split reach (and its GPU profile), the base 
         --batch-size 1024 --split-reach 0.125 0.25 0.5 1.0 2>&1 | grep '^{'
     timeout 90 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --vcfs dense \
         --batch-size 1024 --split-reach 0.25 --profile-gpu 2>&1 | tail -n 28
-    common=(--set train.grad_accum=1 --set train.seq_len_warmup_steps=0 --set train.eval_every=1000
-            --set train.log_every=1 --set train.checkpoint_every=1000 --set "data.fasta=$CORPUS"
-            --set "data.held_out_contigs=$HELD_OUT" --set train.zero_stage=0 --set train.device=cuda)
     run_train base-131k 100 --config base "${common[@]}" --set train.steps=8
     ;;
 zero)  # one GPU, ~3 min: the small preset's step under ZeRO 0/1/2 (DeepSpeed's optimizer paths differ in host syncs)
-    common=(--set train.grad_accum=1 --set train.seq_len_warmup_steps=0 --set train.eval_every=1000
-            --set train.log_every=1 --set train.checkpoint_every=1000 --set "data.fasta=$CORPUS"
-            --set "data.held_out_contigs=$HELD_OUT" --set train.device=cuda --set train.activation_checkpointing=false)
     for z in 0 1 2; do
-        run_train small-131k-zero$z 80 --config small "${common[@]}" --set train.steps=8 --set train.zero_stage=$z \
-            --set train.profile_step=6
+        run_train small-131k-zero$z 80 --config small "${common[@]}" --set train.activation_checkpointing=false \
+            --set train.steps=8 --set train.zero_stage=$z --set train.profile_step=6
         cp /tmp/runs/small-131k-zero$z/profile.txt "$OUT/logs/small-131k-zero$z-profile.txt"
         grep -E "^step|cudaStreamSynchronize" /tmp/runs/small-131k-zero$z/profile.txt | cut -c1-150
     done
