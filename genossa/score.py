@@ -209,40 +209,41 @@ class AlleleScorer:
     @torch.inference_mode()
     def score_strand(self, view: StrandView, jobs: Sequence[AlleleJob], progress=None) -> dict[int, AlleleScore]:
         """{job index: score} of `jobs` (forward-strand alleles) read on `view`'s strand."""
-        groups: dict[tuple[str, int], list[tuple[int, Geometry, str, str]]] = defaultdict(list)
-        results: dict[int, AlleleScore] = {}
+        windows, unscored = self._windows(view, jobs)
+        results = {i: AlleleScore(clipped=True) for i in unscored}
+        if progress is not None and unscored:
+            progress.update(len(unscored))
+        for (contig, start), members in windows.items():
+            results.update(self._score_window(view, contig, start, members, progress))
+        return results
+
+    def _windows(self, view: StrandView, jobs: Sequence[AlleleJob]):
+        """({(contig, window start): [(job index, geometry, ref, alt)]}, indices with nothing to score)."""
+        windows: dict[tuple[str, int], list[tuple[int, Geometry, str, str]]] = defaultdict(list)
+        unscored = []
         for i, job in enumerate(jobs):
             pos, ref, alt = view.allele(job.contig, job.pos, job.ref, job.alt)
             geo = geometry(pos, len(ref), len(alt), view.lengths[job.contig], window=self.window,
                            downstream=self.downstream, chunk=self.chunk)
             if geo.n_scored == 0:
-                results[i] = AlleleScore(clipped=True)
-                if progress is not None:
-                    progress.update(1)
-                continue
-            groups[(job.contig, geo.window_start)].append((i, geo, ref, alt))
-        for (contig, start), members in groups.items():
-            results.update(self._score_window(view, contig, start, members, progress))
-        return results
+                unscored.append(i)
+            else:
+                windows[(job.contig, geo.window_start)].append((i, geo, ref, alt))
+        return windows, unscored
 
     def _score_window(self, view: StrandView, contig: str, start: int, members, progress) -> dict[int, AlleleScore]:
-        by_split: dict[int, list] = defaultdict(list)
-        for m in members:
-            by_split[m[1].split].append(m)
-        splits = sorted(by_split)
-        # the reference is read once for the window: its stream is cut at each split point
+        # the reference is read once for the window: its stream is cut at each run of split points
         end = max(geo.pos + geo.span for _, geo, _, _ in members)
         reference = view.fetch(contig, start, end)
         ref_tokens = torch.from_numpy(_tokens(reference).astype(np.int64)).to(self.device)
         state, prev_logits, at = None, None, start
         results = {}
-        for group in self._split_groups(splits, by_split):
-            c = group[0]  # every row of the group starts here, its own split's prefix read as reference
+        for c, group in self._split_groups(members):
             if c > at:
                 out = self._forward(ref_tokens[None, at - start : c - start], state, True)
                 state, prev_logits, at = out.state, out.logits[0, -1].float(), c
             rows = []
-            for i, geo, ref, alt in (m for split in group for m in by_split[split]):
+            for i, geo, ref, alt in group:  # each row from c: its own split's prefix read as reference
                 before = reference[c - start : geo.pos - start]
                 after = view.fetch(contig, geo.pos + len(ref), geo.pos + len(ref) + geo.span)
                 rows.append(_Row(i, geo, _tokens((before + alt + after)[: geo.pos - c + geo.span])))
@@ -254,21 +255,25 @@ class AlleleScorer:
                     progress.update(len(batch))
         return results
 
-    def _split_groups(self, splits: list[int], by_split: dict[int, list]):
-        """Runs of consecutive split points whose rows are scored together from the run's first
-        point: one batch of many rows instead of a small batch per point (and one reference
-        forward per run), for at most `split_reach` extra tokens per row."""
+    def _split_groups(self, members):
+        """(first split point, members) for runs of consecutive split points whose rows are scored
+        together from the run's first point: one batch of many rows instead of a small batch per
+        point (and one reference forward per run), for at most `split_reach` extra tokens per row."""
+        by_split: dict[int, list] = defaultdict(list)
+        for m in members:
+            by_split[m[1].split].append(m)
         reach = max(int(self.downstream * self.split_reach), self.chunk)
-        group, rows = [], 0
-        for c in splits:
-            n = len(by_split[c])
-            if group and (rows + n > self.batch_size - 1 or c - group[0] > reach):
-                yield group
-                group, rows = [], 0
-            group.append(c)
-            rows += n
+        first, group = None, []
+        for c in sorted(by_split):
+            rows = by_split[c]
+            if group and (len(group) + len(rows) > self.batch_size - 1 or c - first > reach):
+                yield first, group
+                group = []
+            if not group:
+                first = c
+            group += rows
         if group:
-            yield group
+            yield first, group
 
     def _score_rows(self, ref_row: np.ndarray, rows: list[_Row], state, prev_logits, c: int) -> dict[int, AlleleScore]:
         """One batch: the reference suffix (row 0) and ALT suffixes from split point c."""

@@ -85,8 +85,9 @@ def test_fast_path_equals_full_windows_from_scratch(tmp_path, tiny_model, revers
     jobs = _jobs(genome)
     view = StrandView(genome, reverse=reverse)
     scorer = AlleleScorer(tiny_model, window=WINDOW, downstream=DOWNSTREAM, batch_size=batch_size)
-    groups = [g for w in _split_points(scorer, view, jobs) for g in scorer._split_groups(*w)]
-    assert max(map(len, groups)) > 1
+    windows, _ = scorer._windows(view, jobs)
+    groups = [g for members in windows.values() for _, g in scorer._split_groups(members)]
+    assert max(len({geo.split for _, geo, _, _ in g}) for g in groups) > 1  # a batch of several split points
     fast = scorer.score_strand(view, jobs)
     compared = 0
     for i, job in enumerate(jobs):
@@ -104,17 +105,6 @@ def test_fast_path_equals_full_windows_from_scratch(tmp_path, tiny_model, revers
     # the bundle has scores of both signs and clearly non-zero values: the comparison has teeth
     llrs = [fast[i].llr for i in fast if fast[i].llr is not None]
     assert max(abs(x) for x in llrs) > 0.05
-
-
-def _split_points(scorer, view, jobs):
-    """(sorted split points, {split: members}) of each window, as score_strand groups them."""
-    windows = {}
-    for i, job in enumerate(jobs):
-        pos, ref, alt = view.allele(job.contig, job.pos, job.ref, job.alt)
-        g = geometry(pos, len(ref), len(alt), view.lengths[job.contig], window=scorer.window,
-                     downstream=scorer.downstream, chunk=scorer.chunk)
-        windows.setdefault((job.contig, g.window_start), {}).setdefault(g.split, []).append(i)
-    return [(sorted(by_split), by_split) for by_split in windows.values()]
 
 
 def test_alt_equal_to_ref_scores_zero(tmp_path, tiny_model):
