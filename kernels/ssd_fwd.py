@@ -226,20 +226,27 @@ def _load_gram(ptr, offs_m, offs_k, CHUNK: tl.constexpr):
 @triton.jit
 def _chunk_scan_fwd_kernel(
     x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_ptr, cb_ptr, bb_ptr,
-    y_ptr, ypre_ptr, norm_ptr, change_ptr,
+    y_ptr, ypre_ptr, cross_ptr, self_ptr, nstart_ptr,
     T, H, P, N, G, heads_per_group, NC,
     stride_x_b, stride_x_t, stride_x_h,
     stride_dt_b, stride_dt_t, stride_dt_h,
     stride_B_b, stride_B_t, stride_B_g,
     stride_s_b, stride_s_c, stride_s_h,
     CHUNK: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, IMPORTANCE: tl.constexpr, HAS_GRAM: tl.constexpr,
-    DOT_PREC: tl.constexpr,
+    BLOCK_K: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, IMPORTANCE: tl.constexpr,
+    HAS_GRAM: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
-    """x, z, y, ypre share x's strides; B, C share B's; dt, norm, change share dt's.
+    """One block of BLOCK_L positions (t) of one chunk and head per program, grid
+    (B*H, NC * ceil(CHUNK / BLOCK_L)): y_t, and with IMPORTANCE the per-position terms
+    cross_t = 2 dt_t r_t and self_t = dt_t^2 s_t of the norm recurrences (finished by
+    _importance_fwd_kernel), r_t = x_t . w_t with w_t = h_{t-1} B_t formed like y_t = h_t C_t.
+    x, z, y, ypre share x's strides; B, C share B's; dt, cross, self share dt's.
     With HAS_GRAM, cb / bb are C B^T / B B^T per chunk and group ([B, NC, G, CHUNK, CHUNK] fp32)."""
     bh = tl.program_id(0)
-    c = tl.program_id(1)
+    cm = tl.program_id(1)
+    n_blocks = tl.cdiv(CHUNK, BLOCK_L)
+    c = cm // n_blocks
+    m0 = (cm % n_blocks) * BLOCK_L
     b = bh // H
     h = bh % H
     g = h // heads_per_group
@@ -253,108 +260,156 @@ def _chunk_scan_fwd_kernel(
     gram_off = ((b * NC + c) * G + g) * CHUNK * CHUNK
     cb_ptr += gram_off
     bb_ptr += gram_off
+    starts_ptr += b * stride_s_b + c * stride_s_c + h * stride_s_h
 
     offs_p = tl.arange(0, BLOCK_P)
-    offs_n = tl.arange(0, BLOCK_N)
     offs_b = tl.arange(0, BLOCK_L)
-    mask_pn = (offs_p[:, None] < P) & (offs_n[None, :] < N)
-    # [BP, BN] state before the chunk
-    start = tl.load(
-        starts_ptr + b * stride_s_b + c * stride_s_c + h * stride_s_h + offs_p[:, None] * N + offs_n[None, :],
-        mask=mask_pn, other=0.0,
-    )
-    start_c = start.to(x_ptr.dtype.element_ty)
-    if IMPORTANCE:
-        n_carry = tl.sum(tl.sum(start * start, axis=1), axis=0)
+    offs_m = m0 + offs_b
+    carry_m = 0.0  # sum of a over the chunk's positions before this block
+    for kb in range(0, m0, BLOCK_L):
+        offs_k = kb + offs_b
+        mask_k = (offs_k < CHUNK) & (t0 + offs_k < T)
+        carry_m += tl.sum(tl.load(dt_ptr + (t0 + offs_k) * stride_dt_t, mask=mask_k, other=0.0).to(tl.float32), axis=0) * A_h
+    dt_m, a_m, acum_m, mask_m = _load_dt_block(dt_ptr, stride_dt_t, offs_m, t0, T, CHUNK, A_h, carry_m)
+    acum_prev_m = acum_m - a_m
 
-    carry_m = 0.0
-    for mb in range(0, CHUNK, BLOCK_L):
-        offs_m = mb + offs_b
-        dt_m, a_m, acum_m, mask_m = _load_dt_block(dt_ptr, stride_dt_t, offs_m, t0, T, CHUNK, A_h, carry_m)
-        # [BL, BN]
-        C_m = tl.load(
-            C_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_n[None, :],
-            mask=mask_m[:, None] & (offs_n[None, :] < N), other=0.0,
+    # the state before the chunk, read out by C_t (and by B_t for importance), BLOCK_K columns
+    # of d_state at a time: [BL, BP]
+    acc = tl.zeros((BLOCK_L, BLOCK_P), dtype=tl.float32)
+    if IMPORTANCE:
+        acc_w = tl.zeros((BLOCK_L, BLOCK_P), dtype=tl.float32)
+        b_sq = tl.zeros((BLOCK_L,), dtype=tl.float32)
+        start_sq = 0.0
+    for nk in range(0, BLOCK_N, BLOCK_K):
+        offs_n = nk + tl.arange(0, BLOCK_K)
+        mask_mn = mask_m[:, None] & (offs_n[None, :] < N)
+        # [BP, BK]
+        start = tl.load(
+            starts_ptr + offs_p[:, None] * N + offs_n[None, :],
+            mask=(offs_p[:, None] < P) & (offs_n[None, :] < N), other=0.0,
         )
-        # [BL, BP]
-        x_m = tl.load(
-            x_ptr + (t0 + offs_m)[:, None] * stride_x_t + offs_p[None, :],
-            mask=mask_m[:, None] & (offs_p[None, :] < P), other=0.0,
-        )
-        # the state before the chunk, decayed to t and read out by C_t: [BL, BP]
-        acc = tl.dot(C_m, tl.trans(start_c), input_precision=DOT_PREC) * tl.exp(acum_m)[:, None]
+        start_c = tl.trans(start.to(x_ptr.dtype.element_ty))
+        # [BL, BK]
+        C_m = tl.load(C_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_n[None, :], mask=mask_mn, other=0.0)
+        acc += tl.dot(C_m, start_c, input_precision=DOT_PREC)
         if IMPORTANCE:
-            # [BL, BN]
-            B_m = tl.load(
-                B_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_n[None, :],
-                mask=mask_m[:, None] & (offs_n[None, :] < N), other=0.0,
-            )
-            acum_prev_m = acum_m - a_m
-            # r_t from the start state: exp(acum_{t-1}) x_t^T H_c B_t
-            xh = tl.dot(x_m, start_c, input_precision=DOT_PREC)
-            r = tl.sum(xh * B_m.to(tl.float32), axis=1) * tl.exp(acum_prev_m)
-        carry_k = 0.0
-        for kb in range(0, mb + BLOCK_L, BLOCK_L):
-            offs_k = kb + offs_b
-            dt_k, a_k, acum_k, mask_k = _load_dt_block(dt_ptr, stride_dt_t, offs_k, t0, T, CHUNK, A_h, carry_k)
-            carry_k += tl.sum(a_k, axis=0)
+            B_m = tl.load(B_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_n[None, :], mask=mask_mn, other=0.0)
+            acc_w += tl.dot(B_m, start_c, input_precision=DOT_PREC)
+            B_mf = B_m.to(tl.float32)
+            b_sq += tl.sum(B_mf * B_mf, axis=1)
+            start_sq += tl.sum(tl.sum(start * start, axis=1), axis=0)
+    acc = acc * tl.exp(acum_m)[:, None]
+    if IMPORTANCE:
+        acc_w = acc_w * tl.exp(acum_prev_m)[:, None]
+    if not HAS_GRAM:
+        offs_nf = tl.arange(0, BLOCK_N)
+        mask_mn = mask_m[:, None] & (offs_nf[None, :] < N)
+        # [BL, BN]
+        C_full = tl.load(C_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_nf[None, :], mask=mask_mn, other=0.0)
+        if IMPORTANCE:
+            B_full = tl.load(B_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_nf[None, :], mask=mask_mn, other=0.0)
+
+    carry_k = 0.0
+    for kb in range(0, m0 + BLOCK_L, BLOCK_L):
+        offs_k = kb + offs_b
+        dt_k, a_k, acum_k, mask_k = _load_dt_block(dt_ptr, stride_dt_t, offs_k, t0, T, CHUNK, A_h, carry_k)
+        carry_k += tl.sum(a_k, axis=0)
+        # [BL, BP]
+        x_k = tl.load(
+            x_ptr + (t0 + offs_k)[:, None] * stride_x_t + offs_p[None, :],
+            mask=mask_k[:, None] & (offs_p[None, :] < P), other=0.0,
+        )
+        if not HAS_GRAM:
             # [BL, BN]
             B_k = tl.load(
-                B_ptr + (t0 + offs_k)[:, None] * stride_B_t + offs_n[None, :],
-                mask=mask_k[:, None] & (offs_n[None, :] < N), other=0.0,
+                B_ptr + (t0 + offs_k)[:, None] * stride_B_t + offs_nf[None, :],
+                mask=mask_k[:, None] & (offs_nf[None, :] < N), other=0.0,
             )
-            # [BL, BP]
-            x_k = tl.load(
-                x_ptr + (t0 + offs_k)[:, None] * stride_x_t + offs_p[None, :],
-                mask=mask_k[:, None] & (offs_p[None, :] < P), other=0.0,
-            )
-            causal = offs_m[:, None] >= offs_k[None, :]
-            seg = tl.where(causal, acum_m[:, None] - acum_k[None, :], -float("inf"))
-            # [BL(t), BL(s)]
-            if HAS_GRAM:
-                cb = _load_gram(cb_ptr, offs_m, offs_k, CHUNK)
-            else:
-                cb = tl.dot(C_m, tl.trans(B_k), input_precision=DOT_PREC)
-            cb = cb * tl.exp(seg) * dt_k[None, :]
-            acc += tl.dot(cb.to(x_k.dtype), x_k, input_precision=DOT_PREC)
-            if IMPORTANCE:
-                # r_t += sum_{s<t} (B_t . B_s)(x_t . x_s) exp(acum_{t-1} - acum_s) dt_s
-                strict = offs_m[:, None] > offs_k[None, :]
-                seg_prev = tl.where(strict, acum_prev_m[:, None] - acum_k[None, :], -float("inf"))
-                if HAS_GRAM:
-                    bb = _load_gram(bb_ptr, offs_m, offs_k, CHUNK)
-                else:
-                    bb = tl.dot(B_m, tl.trans(B_k), input_precision=DOT_PREC)
-                xx = tl.dot(x_m, tl.trans(x_k), input_precision=DOT_PREC)
-                r += tl.sum(bb * xx * tl.exp(seg_prev) * dt_k[None, :], axis=1)
-
-        xf = x_m.to(tl.float32)
-        if HAS_D:
-            acc += tl.load(D_ptr + h).to(tl.float32) * xf
-        out_offs = xoff + (t0 + offs_m)[:, None] * stride_x_t + offs_p[None, :]
-        mask_out = mask_m[:, None] & (offs_p[None, :] < P)
-        if HAS_Z:
-            tl.store(ypre_ptr + out_offs, acc.to(ypre_ptr.dtype.element_ty), mask=mask_out)
-            # [BL, BP]
-            zz = tl.load(z_ptr + out_offs, mask=mask_out, other=0.0).to(tl.float32)
-            acc = acc * zz * tl.sigmoid(zz)
-        tl.store(y_ptr + out_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_out)
-
+        causal = offs_m[:, None] >= offs_k[None, :]
+        # [BL(t), BL(s)]
+        decay = tl.exp(tl.where(causal, acum_m[:, None] - acum_k[None, :], -float("inf"))) * dt_k[None, :]
+        if HAS_GRAM:
+            cb = _load_gram(cb_ptr, offs_m, offs_k, CHUNK)
+        else:
+            cb = tl.dot(C_full, tl.trans(B_k), input_precision=DOT_PREC)
+        acc += tl.dot((cb * decay).to(x_k.dtype), x_k, input_precision=DOT_PREC)
         if IMPORTANCE:
-            s = tl.sum(xf * xf, axis=1) * tl.sum(B_m.to(tl.float32) * B_m.to(tl.float32), axis=1)
-            u = 2.0 * tl.exp(a_m) * dt_m * r + dt_m * dt_m * s
-            # n_t = exp(2 (acum_t - acum_start)) n_carry + sum_{s<=t in block} exp(2 (acum_t - acum_s)) u_s
-            seg_mm = tl.where(offs_m[:, None] >= offs_m[None, :], acum_m[:, None] - acum_m[None, :], -float("inf"))
-            n = tl.exp(2.0 * (acum_m - carry_m)) * n_carry + tl.sum(tl.exp(2.0 * seg_mm) * u[None, :], axis=1)
-            seg_pp = tl.where(offs_m[:, None] > offs_m[None, :], acum_prev_m[:, None] - acum_m[None, :], -float("inf"))
-            n_prev = tl.exp(2.0 * (acum_prev_m - carry_m)) * n_carry + tl.sum(tl.exp(2.0 * seg_pp) * u[None, :], axis=1)
-            am1 = _expm1(a_m)
-            d = am1 * am1 * n_prev + 2.0 * am1 * dt_m * r + dt_m * dt_m * s
-            imp_offs = b * stride_dt_b + h * stride_dt_h + (t0 + offs_m) * stride_dt_t
-            tl.store(norm_ptr + imp_offs, tl.sqrt(tl.maximum(n, 0.0)), mask=mask_m)
-            tl.store(change_ptr + imp_offs, tl.sqrt(tl.maximum(d, 0.0)), mask=mask_m)
-            n_carry = tl.sum(tl.where(offs_b == BLOCK_L - 1, n, 0.0), axis=0)
-        carry_m += tl.sum(a_m, axis=0)
+            # w_t += sum_{s<t} (B_t . B_s) exp(acum_{t-1} - acum_s) dt_s x_s
+            strict = offs_m[:, None] > offs_k[None, :]
+            decay_prev = tl.exp(tl.where(strict, acum_prev_m[:, None] - acum_k[None, :], -float("inf"))) * dt_k[None, :]
+            if HAS_GRAM:
+                bb = _load_gram(bb_ptr, offs_m, offs_k, CHUNK)
+            else:
+                bb = tl.dot(B_full, tl.trans(B_k), input_precision=DOT_PREC)
+            acc_w += tl.dot((bb * decay_prev).to(x_k.dtype), x_k, input_precision=DOT_PREC)
+
+    # [BL, BP]
+    x_m = tl.load(
+        x_ptr + (t0 + offs_m)[:, None] * stride_x_t + offs_p[None, :],
+        mask=mask_m[:, None] & (offs_p[None, :] < P), other=0.0,
+    ).to(tl.float32)
+    if HAS_D:
+        acc += tl.load(D_ptr + h).to(tl.float32) * x_m
+    out_offs = xoff + (t0 + offs_m)[:, None] * stride_x_t + offs_p[None, :]
+    mask_out = mask_m[:, None] & (offs_p[None, :] < P)
+    if HAS_Z:
+        tl.store(ypre_ptr + out_offs, acc.to(ypre_ptr.dtype.element_ty), mask=mask_out)
+        # [BL, BP]
+        zz = tl.load(z_ptr + out_offs, mask=mask_out, other=0.0).to(tl.float32)
+        acc = acc * zz * tl.sigmoid(zz)
+    tl.store(y_ptr + out_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_out)
+
+    if IMPORTANCE:
+        r = tl.sum(x_m * acc_w, axis=1)
+        s = tl.sum(x_m * x_m, axis=1) * b_sq
+        imp_offs = b * stride_dt_b + h * stride_dt_h + (t0 + offs_m) * stride_dt_t
+        tl.store(cross_ptr + imp_offs, 2.0 * dt_m * r, mask=mask_m)
+        tl.store(self_ptr + imp_offs, dt_m * dt_m * s, mask=mask_m)
+        if m0 == 0:
+            tl.store(nstart_ptr + bh * NC + c, start_sq)
+
+
+@triton.jit
+def _importance_fwd_kernel(
+    dt_ptr, A_ptr, nstart_ptr, norm_ptr, change_ptr,
+    T, H, NC,
+    stride_dt_b, stride_dt_t, stride_dt_h,
+    CHUNK: tl.constexpr, BLOCK_L: tl.constexpr,
+):
+    """norm_t = sqrt(n_t) and change_t = sqrt(d_t) of one chunk and head, grid (B*H, NC), from the
+    per-position terms the scan kernel left in norm (cross_t = 2 dt_t r_t) and change
+    (self_t = dt_t^2 s_t), overwritten in place, and nstart = ||state before the chunk||^2:
+    n_t = exp(2 a_t) n_{t-1} + u_t with u_t = exp(a_t) cross_t + self_t, and
+    d_t = expm1(a_t)^2 n_{t-1} + expm1(a_t) cross_t + self_t (naive.py's docstring)."""
+    bh = tl.program_id(0)
+    c = tl.program_id(1)
+    b = bh // H
+    h = bh % H
+    t0 = c * CHUNK
+    dt_ptr += b * stride_dt_b + h * stride_dt_h
+    A_h = tl.load(A_ptr + h).to(tl.float32)
+    n_carry = tl.load(nstart_ptr + bh * NC + c)
+    offs_b = tl.arange(0, BLOCK_L)
+    carry = 0.0
+    for mb in range(0, CHUNK, BLOCK_L):
+        offs_m = mb + offs_b
+        dt_m, a_m, acum_m, mask_m = _load_dt_block(dt_ptr, stride_dt_t, offs_m, t0, T, CHUNK, A_h, carry)
+        imp_offs = b * stride_dt_b + h * stride_dt_h + (t0 + offs_m) * stride_dt_t
+        cross = tl.load(norm_ptr + imp_offs, mask=mask_m, other=0.0)
+        own = tl.load(change_ptr + imp_offs, mask=mask_m, other=0.0)
+        u = tl.exp(a_m) * cross + own
+        acum_prev_m = acum_m - a_m
+        # n_t = exp(2 (acum_t - acum_start)) n_carry + sum_{s<=t in block} exp(2 (acum_t - acum_s)) u_s
+        seg_mm = tl.where(offs_m[:, None] >= offs_m[None, :], acum_m[:, None] - acum_m[None, :], -float("inf"))
+        n = tl.exp(2.0 * (acum_m - carry)) * n_carry + tl.sum(tl.exp(2.0 * seg_mm) * u[None, :], axis=1)
+        seg_pp = tl.where(offs_m[:, None] > offs_m[None, :], acum_prev_m[:, None] - acum_m[None, :], -float("inf"))
+        n_prev = tl.exp(2.0 * (acum_prev_m - carry)) * n_carry + tl.sum(tl.exp(2.0 * seg_pp) * u[None, :], axis=1)
+        am1 = _expm1(a_m)
+        d = am1 * am1 * n_prev + am1 * cross + own
+        tl.store(norm_ptr + imp_offs, tl.sqrt(tl.maximum(n, 0.0)), mask=mask_m)
+        tl.store(change_ptr + imp_offs, tl.sqrt(tl.maximum(d, 0.0)), mask=mask_m)
+        n_carry = tl.sum(tl.where(offs_b == BLOCK_L - 1, n, 0.0), axis=0)
+        carry += tl.sum(a_m, axis=0)
 
 
 POISON_OUTPUTS = False
@@ -464,20 +519,27 @@ def ssd_fwd(x, dt, A, B, C, D, z, chunk_size, initial_state, return_importance, 
     if return_importance:
         norm = _empty(bsz, T, H, device=dev, dtype=torch.float32)
         change = _empty(bsz, T, H, device=dev, dtype=torch.float32)
+        nstart = _empty(bsz * H, NC, device=dev, dtype=torch.float32)
     else:
-        norm = change = None
-    _chunk_scan_fwd_kernel[grid](
+        norm = change = nstart = None
+    _chunk_scan_fwd_kernel[(bsz * H, NC * triton.cdiv(chunk_size, BLOCK_L))](
         x, dt, A, B, C, D if D is not None else A, z if z is not None else x, states,
         cb if cb is not None else decay, bb if bb is not None else decay,
         y, y_pre if y_pre is not None else y, norm if norm is not None else decay,
-        change if change is not None else decay,
+        change if change is not None else decay, nstart if nstart is not None else decay,
         T, H, P, N, G, H // G, NC,
         x.stride(0), x.stride(1), x.stride(2),
         dt.stride(0), dt.stride(1), dt.stride(2),
         B.stride(0), B.stride(1), B.stride(2),
         states.stride(0), states.stride(1), states.stride(2),
-        CHUNK=chunk_size, BLOCK_L=BLOCK_L, BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N,
+        CHUNK=chunk_size, BLOCK_L=BLOCK_L, BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N, BLOCK_K=min(BLOCK_N, 64),
         HAS_D=D is not None, HAS_Z=z is not None, IMPORTANCE=return_importance, HAS_GRAM=use_gram,
         DOT_PREC=prec, num_warps=num_warps, num_stages=stages,
     )
+    if return_importance:
+        _importance_fwd_kernel[grid](
+            dt, A, nstart, norm, change, T, H, NC,
+            dt.stride(0), dt.stride(1), dt.stride(2),
+            CHUNK=chunk_size, BLOCK_L=BLOCK_L, num_warps=4,
+        )
     return y, y_pre, states, final, norm, change, decay
