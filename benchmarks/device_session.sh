@@ -10,6 +10,8 @@
 #   bash benchmarks/device_session.sh tune2      # grouped score batches, fewer recomputed base blocks, bf16 weights
 #   bash benchmarks/device_session.sh tune3      # score by split reach (+ GPU profile), base at its preset checkpointing
 #   bash benchmarks/device_session.sh zero       # small preset step under ZeRO 0/1/2 (profiles)
+#   bash benchmarks/device_session.sh scan       # kernel tests, SSD beside mamba_ssm (sweep, profile), whole layer (carry .peers)
+#   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
 #   bash benchmarks/device_session.sh multi      # 2+ GPUs: NCCL tests, data-parallel scaling (ZeRO 1/2/3)
@@ -203,6 +205,28 @@ zero)  # one GPU, ~3 min: the small preset's step under ZeRO 0/1/2 (DeepSpeed's 
         cp /tmp/runs/small-131k-zero$z/profile.txt "$OUT/logs/small-131k-zero$z-profile.txt"
         grep -E "^step|cudaStreamSynchronize" /tmp/runs/small-131k-zero$z/profile.txt | cut -c1-150
     done
+    ;;
+scan)  # one GPU, ~8 min: kernel tests, the SSD scan beside mamba_ssm (launch sweep, per-kernel profile), whole layer
+    PYTHONSAFEPATH=1 timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_ssd_triton.py \
+        tests/ops/test_fused_elementwise_triton.py tests/ops/test_sparse_attention_triton.py tests/models/test_model_kernels.py \
+        2>&1 | tail -n 3
+    echo "== ssd"
+    timeout 270 python3 benchmarks/ssd_bench.py --check-lengths 4096 65536 2>&1 | tail -n 75
+    echo "== layer"
+    timeout 150 python3 benchmarks/layer_bench.py 2>&1 | tail -n 16
+    ;;
+infer)  # one GPU, ~8 min: base inference (profiled, then the job and the bare model), small, score, training steps
+    echo "== embed base (profiled at batch 2)"
+    timeout 100 python3 benchmarks/embed_bench.py --preset base --genome-mb 1 --batch-size 2 --chunk 131072 --profile \
+        2>&1 | tail -n 40
+    timeout 100 python3 benchmarks/embed_bench.py --preset base --genome-mb 1 --batch-size 4 --chunk 131072 --bare 2>&1 | tail -n 3
+    timeout 80 python3 benchmarks/embed_bench.py --preset small --genome-mb 2 --batch-size 8 --chunk 131072 --bare 2>&1 | tail -n 3
+    echo "== score"
+    timeout 100 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --vcfs dense \
+        --batch-size 1024 2>&1 | grep '^{'
+    echo "== training"
+    timeout 60 python3 benchmarks/model_step.py --preset small --lengths 131072 2>&1 | tail -n 2
+    run_train base-131k 100 --config base "${common[@]}" --set train.steps=8
     ;;
 score)  # one GPU, ~4 min: `genossa score` throughput at 8,192 and 131,072 bases, dense and sparse VCFs
     timeout 280 python3 benchmarks/score_bench.py --preset small --window 8192 131072 --dense-positions 1024 \

@@ -7,6 +7,11 @@ being run (anomaly mode keeps them). Ops inside the naive SSD and attention refe
 out (on a GPU those are Triton kernels). Prints the top lines by bytes written.
 
     python benchmarks/elementwise_trace.py --preset small --length 2048 --kernels naive
+    TRITON_INTERPRET=1 python benchmarks/elementwise_trace.py --preset base --inference --kernels triton
+
+--inference traces one forward as `genossa embed` runs it on a GPU (fp32 weights under bf16
+autocast, no autograd); with --kernels triton under the interpreter the fused kernels run outside
+torch's dispatch, so what is left is what a GPU forward spends on torch's own elementwise ops.
 
 Bytes are those of the outputs, in the model's dtype (bf16 by default, as a GPU step runs); the
 ranking, not the absolute time, is what carries over to a GPU profile (benchmarks/RESULTS.md,
@@ -48,6 +53,7 @@ def main() -> None:
     ap.add_argument("--kernels", default="naive",
                     help="model.kernels: naive (the CPU); on a GPU, auto shows what the fused kernels leave")
     ap.add_argument("--top", type=int, default=40)
+    ap.add_argument("--inference", action="store_true", help="one forward under bf16 autocast, fp32 weights")
     args = ap.parse_args()
     use_checkout()
     import torch
@@ -58,7 +64,8 @@ def main() -> None:
 
     torch.manual_seed(0)
     model = GenossaLM(PRESETS[args.preset](kernels=args.kernels))
-    model = model.to(torch.bfloat16 if args.dtype == "bf16" else torch.float32)
+    if not args.inference:
+        model = model.to(torch.bfloat16 if args.dtype == "bf16" else torch.float32)
     tokens = torch.randint(0, 4, (1, args.length))
     stats: dict[tuple[str, str, str], list[int]] = collections.defaultdict(lambda: [0, 0])
 
@@ -82,10 +89,16 @@ def main() -> None:
                 row[1] += first.numel() * first.element_size()
             return out
 
-    model.compute_loss(tokens).loss.backward()  # warm-up outside the trace
-    model.zero_grad(set_to_none=True)
-    with torch.autograd.set_detect_anomaly(True, check_nan=False), Trace():
-        model.compute_loss(tokens).loss.backward()
+    if args.inference:
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.dtype == "bf16"):
+            model(tokens)  # warm-up outside the trace
+            with Trace():
+                model(tokens)
+    else:
+        model.compute_loss(tokens).loss.backward()  # warm-up outside the trace
+        model.zero_grad(set_to_none=True)
+        with torch.autograd.set_detect_anomaly(True, check_nan=False), Trace():
+            model.compute_loss(tokens).loss.backward()
     total = sum(b for _, b in stats.values())
     print(f"{args.preset}, {args.length} tokens, {args.dtype}, kernels={args.kernels}: "
           f"{total / 2**20:,.0f} MiB written by elementwise ops ({total / args.length / 1e3:,.0f} kB/token)")

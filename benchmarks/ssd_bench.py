@@ -216,7 +216,7 @@ def run_cases(ssd_triton_mod, mamba, T):
 
 
 SWEEP = [  # (block_l, num_warps, use_gram)
-    (32, 4, True), (32, 4, False), (64, 4, True), (64, 8, True), (32, 8, True),
+    (32, 4, True), (64, 4, True), (64, 8, True), (128, 8, True), (32, 2, True),
 ]
 
 

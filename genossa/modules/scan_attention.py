@@ -149,7 +149,7 @@ class ScanSparseAttention(nn.Module):
         s = self.summary(scan)  # [B, T, d_s]
         ws = self.summary_q(s).view(bsz, T, H, D)
         wks = self.summary_k(s).view(bsz, T, H, D)
-        q, k, kb = fold_scan_bias(q, k, ws, wks, self.lam, self.mu, scale=1.0 / math.sqrt(D))
+        q, k, kb = fold_scan_bias(q, k, ws, wks, self.lam, self.mu, scale=1.0 / math.sqrt(D), impl=self.impl)
         # under autocast the projections are 16-bit but lam (an fp32 parameter) promotes the folded
         # k to fp32 and puts the attention kernel on its fp32 path (H200: 91% of inference time, embed 10x slower)
         return q, k.to(v.dtype), v, kb

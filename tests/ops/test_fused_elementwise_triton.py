@@ -1,5 +1,5 @@
-"""The fused SwiGLU activation and fusion gate + residual (kernels/elementwise.py) against their
-PyTorch expressions: outputs and every gradient, on the CPU through the Triton interpreter (fp32,
+"""The fused SwiGLU activation, fusion gate + residual and scan-bias fold (kernels/elementwise.py)
+against their PyTorch expressions: outputs and every gradient, on the CPU through the Triton interpreter (fp32,
 fp16, a 16-bit gate on an fp32 residual as under autocast) and, marked gpu, on CUDA (bf16).
 
 Relative error: fp32 1e-6; 16-bit inputs 2e-3 (the kernel computes in fp32 where the reference
@@ -14,6 +14,7 @@ import_kernels("genossa.kernels.elementwise", "_swiglu_fwd_kernel")
 from genossa.models import GenossaLM  # noqa: E402
 from genossa.models.config import tiny  # noqa: E402
 from genossa.ops.fused import gate_residual, swiglu  # noqa: E402
+from genossa.ops.sparse_attention.bias import fold_scan_bias  # noqa: E402
 
 TOL = {torch.float32: 1e-6, torch.float16: 2e-3, torch.bfloat16: 1e-2}
 
@@ -56,6 +57,35 @@ def test_gate_residual_matches_the_reference(shape, dtypes):
           TOL[branch_dtype])
 
 
+def check_fold(shape, dtype, tol, device=DEVICE, seed=3):
+    """fold_scan_bias, Triton against PyTorch: k~, b and the gradients of the fused q/k/v
+    projection (k is its strided slice, as in the model), ws, wks, lam and mu."""
+    B, T, H, D = shape
+    g = torch.Generator().manual_seed(seed)
+    qkv, ws, wks = (torch.randn(*s, generator=g).to(device, dtype) for s in ((B, T, 3, H, D), shape, shape))
+    lam, mu = (torch.rand(H, generator=g) + 0.1).to(device), (torch.rand(H, generator=g) - 0.5).to(device)
+    dkf = torch.randn(*shape, generator=g).to(device, dtype)
+    dkb = torch.randn(B, T, H, generator=g).to(device)
+    results = []
+    for impl in ("triton", "naive"):
+        leaves = [t.detach().clone().requires_grad_() for t in (qkv, ws, wks, lam, mu)]
+        _, kf, kb = fold_scan_bias(leaves[0][:, :, 0], leaves[0][:, :, 1], *leaves[1:], scale=D ** -0.5, impl=impl)
+        grads = torch.autograd.grad((kf.float() * dkf.float()).sum() + (kb * dkb).sum(), leaves)
+        results.append((kf, kb, grads))
+    (kf, kb, got), (kf_ref, kb_ref, want) = results
+    assert kf.dtype == dtype and kb.dtype == torch.float32
+    assert rel(kf, kf_ref) < tol and rel(kb, kb_ref) < tol
+    for name, a, b in zip(("qkv", "ws", "wks", "lam", "mu"), got, want):
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        assert rel(a, b) < tol, (name, rel(a, b))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 8), (2, 37, 3, 24), (1, 50, 4, 64)])
+def test_fold_scan_bias_matches_the_reference(shape, dtype):
+    check_fold(shape, dtype, TOL[dtype])
+
+
 def test_model_blocks_use_the_fused_ops():
     """kernels: triton runs the fused gate and SwiGLU in every block; the model's logits and
     gradients equal the naive model's (same weights)."""
@@ -84,3 +114,4 @@ def test_gpu_bf16():
     x, p, s, a = (torch.randn(3, 4099, 512, generator=g).to("cuda", torch.bfloat16) for _ in range(4))
     check(lambda *t: gate_residual(*t, impl="triton"), lambda *t: gate_residual(*t, impl="naive"), [x, p, s, a],
           torch.randn(3, 4099, 512, generator=g).to("cuda", torch.bfloat16), TOL[torch.bfloat16])
+    check_fold((2, 4099, 16, 64), torch.bfloat16, TOL[torch.bfloat16], device="cuda")
