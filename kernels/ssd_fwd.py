@@ -540,6 +540,6 @@ def ssd_fwd(x, dt, A, B, C, D, z, chunk_size, initial_state, return_importance, 
         _importance_fwd_kernel[grid](
             dt, A, nstart, norm, change, T, H, NC,
             dt.stride(0), dt.stride(1), dt.stride(2),
-            CHUNK=chunk_size, BLOCK_L=BLOCK_L, num_warps=4,
+            CHUNK=chunk_size, BLOCK_L=min(BLOCK_L, 64), num_warps=4,
         )
     return y, y_pre, states, final, norm, change, decay
