@@ -215,7 +215,9 @@ scan)  # one GPU, ~8 min: kernel tests, the SSD scan beside mamba_ssm (launch sw
     echo "== layer"
     timeout 150 python3 benchmarks/layer_bench.py 2>&1 | tail -n 16
     ;;
-infer)  # one GPU, ~8 min: base inference (profiled, then the job and the bare model), small, score, training steps
+infer)  # one GPU, ~9 min: SSD per-kernel profile, base inference (profiled, then the job and the bare model), small,
+    # score, training steps
+    timeout 100 python3 benchmarks/ssd_bench.py --no-sweep --lengths 131072 --check-lengths 2048 2>&1 | tail -n 42
     echo "== embed base (profiled at batch 2)"
     timeout 100 python3 benchmarks/embed_bench.py --preset base --genome-mb 1 --batch-size 2 --chunk 131072 --profile \
         2>&1 | tail -n 40
