@@ -11,6 +11,7 @@
 #   bash benchmarks/device_session.sh tune3      # score by split reach (+ GPU profile), base at its preset checkpointing
 #   bash benchmarks/device_session.sh zero       # small preset step under ZeRO 0/1/2 (profiles)
 #   bash benchmarks/device_session.sh scan       # kernel tests, SSD beside mamba_ssm (sweep, profile), whole layer (carry .peers)
+#   bash benchmarks/device_session.sh scan2      # SSD forward variants (sweep, forward profile), score's GPU profile
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
@@ -214,6 +215,13 @@ scan)  # one GPU, ~8 min: kernel tests, the SSD scan beside mamba_ssm (launch sw
     timeout 270 python3 benchmarks/ssd_bench.py --check-lengths 4096 65536 2>&1 | tail -n 75
     echo "== layer"
     timeout 150 python3 benchmarks/layer_bench.py 2>&1 | tail -n 16
+    ;;
+scan2)  # one GPU, ~8 min: the SSD forward's variants (sweep), its per-kernel profile, the score job's GPU profile
+    PYTHONSAFEPATH=1 timeout 100 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_ssd_triton.py 2>&1 | tail -n 2
+    timeout 280 python3 benchmarks/ssd_bench.py --lengths 131072 1048576 --check-lengths 4096 > "$OUT/logs/ssd.log" 2>&1
+    grep -v "^T=" "$OUT/logs/ssd.log" | tail -n 75
+    timeout 100 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --vcfs dense \
+        --batch-size 1024 --profile-gpu 2>&1 | tail -n 30
     ;;
 infer)  # one GPU, ~9 min: SSD per-kernel profile, base inference (profiled, then the job and the bare model), small,
     # score, training steps

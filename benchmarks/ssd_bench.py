@@ -3,7 +3,8 @@
 1. Correctness: ours (bf16, fp32) against the fp32 PyTorch reference `ssd_chunked` at 4k-64k:
    y, final state, importance and every gradient (D, z and an initial state included); mamba_ssm
    against the same reference for scale.
-2. Launch-parameter sweep of ours at one length (block of positions x warps), the best is kept.
+2. Forward launch-parameter sweep of ours at one length (positions per block, warps, group Gram,
+   importance fused into y's pass or after it), the fastest is kept.
 3. Timing at n = 16k, 128k, 1M (B=1, 16 heads x 64, d_state 128, one group, chunk 256, bf16,
    D, no gate): forward and forward+backward, median ms (triton.testing.do_bench), TFLOP/s of
    the nominal chunked-SSD work (same count for both; our importance work is not counted) and
@@ -215,47 +216,33 @@ def run_cases(ssd_triton_mod, mamba, T):
     return out
 
 
-SWEEP = [  # (block_l, num_warps, use_gram)
-    (32, 4, True), (64, 4, True), (64, 8, True), (128, 8, True), (32, 2, True),
+SWEEP = [  # forward launch parameters (the backward keeps KERNEL_CONFIG["bwd"])
+    dict(block_l=b, num_warps=w, use_gram=g, importance_pass=p)
+    for b, w, g, p in [(64, 4, True, "after"), (32, 4, True, "after"), (32, 2, True, "after"), (64, 8, True, "after"),
+                       (64, 4, False, "after"), (32, 2, False, "after"), (64, 4, True, "fused"), (32, 2, True, "fused")]
 ]
 
 
 def sweep(ssd_triton_mod, T, configs=SWEEP):
-    """Time every launch configuration (both directions set alike); keep the best forward and,
-    separately, the best backward (fwd+bwd minus fwd)."""
-    print(f"== launch-parameter sweep at n={T}", flush=True)
-    inp = make_inputs(T, torch.bfloat16, requires_grad=True)
-    leaves = [t for t in inp.values() if t is not None]
-    dy = torch.randn_like(inp["x"])
-    best_f = best_b = None
-    for block_l, w, gram in configs:
-        cfg = dict(block_l=block_l, num_warps=w, use_gram=gram)
-        ssd_triton_mod.KERNEL_CONFIG.update(fwd=dict(cfg), bwd=dict(cfg))
-
-        def f():
-            return ssd_triton_mod.ssd_triton(
-                inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], inp["D"], chunk_size=256, return_importance=True
-            )
-
+    """Time the forward (with importance) under every launch configuration; keep the fastest."""
+    print(f"== forward launch-parameter sweep at n={T}", flush=True)
+    inp = make_inputs(T, torch.bfloat16, requires_grad=False)
+    best = None
+    for cfg in configs:
+        ssd_triton_mod.KERNEL_CONFIG.update(fwd=dict(cfg))
         try:
-            with torch.no_grad():
-                fwd = bench(f)
-            fwdbwd = bench(lambda: f()[0].backward(dy), grad_to_none=leaves)
+            fwd = bench(lambda: ssd_triton_mod.ssd_triton(
+                inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], inp["D"], chunk_size=256, return_importance=True))
         except Exception as e:  # a config that does not compile (registers, shared memory) is skipped
             print(f"  {cfg}: failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
             continue
-        bwd = fwdbwd - fwd
-        print(f"  {cfg}: fwd {fwd:.3f} ms, fwd+bwd {fwdbwd:.3f} ms (bwd ~{bwd:.3f})", flush=True)
-        if best_f is None or fwd < best_f[0]:
-            best_f = (fwd, cfg)
-        if best_b is None or bwd < best_b[0]:
-            best_b = (bwd, cfg)
-    if best_f is not None:
-        ssd_triton_mod.KERNEL_CONFIG.update(fwd=best_f[1], bwd=best_b[1])
+        print(f"  {cfg}: fwd {fwd:.3f} ms", flush=True)
+        if best is None or fwd < best[0]:
+            best = (fwd, cfg)
+    if best is not None:
+        ssd_triton_mod.KERNEL_CONFIG.update(fwd=best[1])
     print(f"  chosen: {ssd_triton_mod.KERNEL_CONFIG}", flush=True)
-    for t in leaves:
-        t.grad = None
-    del inp, leaves, dy
+    del inp
     torch.cuda.empty_cache()
 
 
@@ -268,6 +255,15 @@ def profile(ssd_triton_mod, mamba, T):
         inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], inp["D"], chunk_size=256, return_importance=True)[0]}
     if mamba is not None:
         runs["mamba_ssm"] = lambda: mamba(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], 256, D=inp["D"])
+    with torch.no_grad():  # the forward alone: which kernels the importance costs
+        runs["genossa (+importance)"]()
+        torch.cuda.synchronize()
+        with tprofile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(3):
+                runs["genossa (+importance)"]()
+            torch.cuda.synchronize()
+    print(f"== per-kernel CUDA time at n={T}, genossa forward with importance (3 calls)", flush=True)
+    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=10, max_name_column_width=60), flush=True)
     for name, f in runs.items():
         f().backward(dy)
         torch.cuda.synchronize()

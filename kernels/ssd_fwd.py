@@ -224,7 +224,163 @@ def _load_gram(ptr, offs_m, offs_k, CHUNK: tl.constexpr):
 
 
 @triton.jit
+def _read_start(rows_ptr, starts_ptr, offs_m, mask_m, offs_p, t0, P, N, stride_B_t,
+                BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                SQUARES: tl.constexpr, DOT_PREC: tl.constexpr):
+    """The state before the chunk read out by rows M_t of C or B: M_t . H_c^T [BL, BP], BLOCK_K
+    columns of d_state at a time; with SQUARES also |M_t|^2 [BL] and ||H_c||^2."""
+    acc = tl.zeros((BLOCK_L, BLOCK_P), dtype=tl.float32)
+    row_sq = tl.zeros((BLOCK_L,), dtype=tl.float32)
+    start_sq = 0.0
+    for nk in range(0, BLOCK_N, BLOCK_K):
+        offs_n = nk + tl.arange(0, BLOCK_K)
+        # [BP, BK]
+        start = tl.load(
+            starts_ptr + offs_p[:, None] * N + offs_n[None, :],
+            mask=(offs_p[:, None] < P) & (offs_n[None, :] < N), other=0.0,
+        )
+        # [BL, BK]
+        rows = tl.load(rows_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_n[None, :],
+                       mask=mask_m[:, None] & (offs_n[None, :] < N), other=0.0)
+        acc += tl.dot(rows, tl.trans(start.to(rows.dtype)), input_precision=DOT_PREC)
+        if SQUARES:
+            rf = rows.to(tl.float32)
+            row_sq += tl.sum(rf * rf, axis=1)
+            start_sq += tl.sum(tl.sum(start * start, axis=1), axis=0)
+    return acc, row_sq, start_sq
+
+
+@triton.jit
+def _intra_chunk(acc, gram_ptr, rows_ptr, B_ptr, x_ptr, dt_ptr, offs_m, mask_m, acum_ref, m0, t0, T, A_h, P, N,
+                 stride_x_t, stride_dt_t, stride_B_t,
+                 CHUNK: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+                 STRICT: tl.constexpr, HAS_GRAM: tl.constexpr, DOT_PREC: tl.constexpr):
+    """acc [BL, BP] += sum_{s <= t (s < t if STRICT), s in chunk} (M_t . B_s) exp(acum_ref_t - acum_s) dt_s x_s
+    over the blocks of s up to this block of t: y's terms with M = C and acum_ref = acum_t, w's
+    with M = B, acum_ref = acum_{t-1} and STRICT. M_t . B_s comes from the group's Gram matrix or,
+    without HAS_GRAM, from rows of M (rows_ptr) and B."""
+    offs_b = tl.arange(0, BLOCK_L)
+    offs_p = tl.arange(0, BLOCK_P)
+    if not HAS_GRAM:
+        offs_n = tl.arange(0, BLOCK_N)
+        # [BL, BN]
+        rows = tl.load(rows_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_n[None, :],
+                       mask=mask_m[:, None] & (offs_n[None, :] < N), other=0.0)
+    carry_k = 0.0
+    for kb in range(0, m0 + BLOCK_L, BLOCK_L):
+        offs_k = kb + offs_b
+        dt_k, a_k, acum_k, mask_k = _load_dt_block(dt_ptr, stride_dt_t, offs_k, t0, T, CHUNK, A_h, carry_k)
+        carry_k += tl.sum(a_k, axis=0)
+        # [BL, BP]
+        x_k = tl.load(
+            x_ptr + (t0 + offs_k)[:, None] * stride_x_t + offs_p[None, :],
+            mask=mask_k[:, None] & (offs_p[None, :] < P), other=0.0,
+        )
+        if HAS_GRAM:
+            g = _load_gram(gram_ptr, offs_m, offs_k, CHUNK)
+        else:
+            # [BL, BN]
+            B_k = tl.load(B_ptr + (t0 + offs_k)[:, None] * stride_B_t + offs_n[None, :],
+                          mask=mask_k[:, None] & (offs_n[None, :] < N), other=0.0)
+            g = tl.dot(rows, tl.trans(B_k), input_precision=DOT_PREC)
+        if STRICT:
+            keep = offs_m[:, None] > offs_k[None, :]
+        else:
+            keep = offs_m[:, None] >= offs_k[None, :]
+        # [BL(t), BL(s)]
+        decay = tl.exp(tl.where(keep, acum_ref[:, None] - acum_k[None, :], -float("inf"))) * dt_k[None, :]
+        acc += tl.dot((g * decay).to(x_k.dtype), x_k, input_precision=DOT_PREC)
+    return acc
+
+
+@triton.jit
 def _chunk_scan_fwd_kernel(
+    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_ptr, cb_ptr, bb_ptr,
+    y_ptr, ypre_ptr, cross_ptr, self_ptr, nstart_ptr,
+    T, H, P, N, G, heads_per_group, NC,
+    stride_x_b, stride_x_t, stride_x_h,
+    stride_dt_b, stride_dt_t, stride_dt_h,
+    stride_B_b, stride_B_t, stride_B_g,
+    stride_s_b, stride_s_c, stride_s_h,
+    CHUNK: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+    BLOCK_K: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, IMPORTANCE: tl.constexpr,
+    HAS_GRAM: tl.constexpr, DOT_PREC: tl.constexpr,
+):
+    """One block of BLOCK_L positions (t) of one chunk and head per program, grid
+    (B*H, NC * ceil(CHUNK / BLOCK_L)): y_t, then, with IMPORTANCE, w_t = h_{t-1} B_t formed the
+    same way (B for C, one step less of decay, s < t) and the per-position terms of the norm
+    recurrences cross_t = 2 dt_t x_t . w_t and self_t = dt_t^2 |x_t|^2 |B_t|^2 (finished by
+    _importance_fwd_kernel). y is stored before w is formed, so the two never hold registers at once.
+    x, z, y, ypre share x's strides; B, C share B's; dt, cross, self share dt's.
+    With HAS_GRAM, cb / bb are C B^T / B B^T per chunk and group ([B, NC, G, CHUNK, CHUNK] fp32)."""
+    bh = tl.program_id(0)
+    cm = tl.program_id(1)
+    n_blocks = tl.cdiv(CHUNK, BLOCK_L)
+    c = cm // n_blocks
+    m0 = (cm % n_blocks) * BLOCK_L
+    b = bh // H
+    h = bh % H
+    g = h // heads_per_group
+    t0 = c * CHUNK
+    xoff = b * stride_x_b + h * stride_x_h
+    x_ptr += xoff
+    dt_ptr += b * stride_dt_b + h * stride_dt_h
+    B_ptr += b * stride_B_b + g * stride_B_g
+    C_ptr += b * stride_B_b + g * stride_B_g
+    A_h = tl.load(A_ptr + h).to(tl.float32)
+    gram_off = ((b * NC + c) * G + g) * CHUNK * CHUNK
+    starts_ptr += b * stride_s_b + c * stride_s_c + h * stride_s_h
+
+    offs_p = tl.arange(0, BLOCK_P)
+    offs_m = m0 + tl.arange(0, BLOCK_L)
+    carry_m = 0.0  # sum of a over the chunk's positions before this block
+    for kb in range(0, m0, BLOCK_L):
+        offs_k = kb + tl.arange(0, BLOCK_L)
+        mask_k = (offs_k < CHUNK) & (t0 + offs_k < T)
+        carry_m += tl.sum(tl.load(dt_ptr + (t0 + offs_k) * stride_dt_t, mask=mask_k, other=0.0).to(tl.float32), axis=0) * A_h
+    dt_m, a_m, acum_m, mask_m = _load_dt_block(dt_ptr, stride_dt_t, offs_m, t0, T, CHUNK, A_h, carry_m)
+
+    acc, _, _ = _read_start(C_ptr, starts_ptr, offs_m, mask_m, offs_p, t0, P, N, stride_B_t,
+                            BLOCK_L, BLOCK_P, BLOCK_N, BLOCK_K, False, DOT_PREC)
+    acc = acc * tl.exp(acum_m)[:, None]
+    acc = _intra_chunk(acc, cb_ptr + gram_off, C_ptr, B_ptr, x_ptr, dt_ptr, offs_m, mask_m, acum_m, m0, t0, T, A_h,
+                       P, N, stride_x_t, stride_dt_t, stride_B_t,
+                       CHUNK, BLOCK_L, BLOCK_P, BLOCK_N, False, HAS_GRAM, DOT_PREC)
+    # [BL, BP]
+    x_m = tl.load(
+        x_ptr + (t0 + offs_m)[:, None] * stride_x_t + offs_p[None, :],
+        mask=mask_m[:, None] & (offs_p[None, :] < P), other=0.0,
+    ).to(tl.float32)
+    if HAS_D:
+        acc += tl.load(D_ptr + h).to(tl.float32) * x_m
+    out_offs = xoff + (t0 + offs_m)[:, None] * stride_x_t + offs_p[None, :]
+    mask_out = mask_m[:, None] & (offs_p[None, :] < P)
+    if HAS_Z:
+        tl.store(ypre_ptr + out_offs, acc.to(ypre_ptr.dtype.element_ty), mask=mask_out)
+        # [BL, BP]
+        zz = tl.load(z_ptr + out_offs, mask=mask_out, other=0.0).to(tl.float32)
+        acc = acc * zz * tl.sigmoid(zz)
+    tl.store(y_ptr + out_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_out)
+
+    if IMPORTANCE:
+        acum_prev_m = acum_m - a_m
+        w, b_sq, start_sq = _read_start(B_ptr, starts_ptr, offs_m, mask_m, offs_p, t0, P, N, stride_B_t,
+                                        BLOCK_L, BLOCK_P, BLOCK_N, BLOCK_K, True, DOT_PREC)
+        w = w * tl.exp(acum_prev_m)[:, None]
+        w = _intra_chunk(w, bb_ptr + gram_off, B_ptr, B_ptr, x_ptr, dt_ptr, offs_m, mask_m, acum_prev_m, m0, t0, T,
+                         A_h, P, N, stride_x_t, stride_dt_t, stride_B_t,
+                         CHUNK, BLOCK_L, BLOCK_P, BLOCK_N, True, HAS_GRAM, DOT_PREC)
+        r = tl.sum(x_m * w, axis=1)
+        s = tl.sum(x_m * x_m, axis=1) * b_sq
+        imp_offs = b * stride_dt_b + h * stride_dt_h + (t0 + offs_m) * stride_dt_t
+        tl.store(cross_ptr + imp_offs, 2.0 * dt_m * r, mask=mask_m)
+        tl.store(self_ptr + imp_offs, dt_m * dt_m * s, mask=mask_m)
+        if m0 == 0:
+            tl.store(nstart_ptr + bh * NC + c, start_sq)
+
+
+@triton.jit
+def _chunk_scan_fwd_fused_kernel(
     x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_ptr, cb_ptr, bb_ptr,
     y_ptr, ypre_ptr, cross_ptr, self_ptr, nstart_ptr,
     T, H, P, N, G, heads_per_group, NC,
@@ -470,7 +626,7 @@ def state_pass_block(PN):
 
 
 def ssd_fwd(x, dt, A, B, C, D, z, chunk_size, initial_state, return_importance, *,
-            block_l=None, num_warps=4, use_gram=True):
+            block_l=None, num_warps=4, use_gram=True, importance_pass="after"):
     """Chunked SSD forward. All tensors contiguous, on one device; shapes as in naive.py.
     use_gram: C B^T (and B B^T for importance) once per chunk and group, read by every head
     of the group, rather than recomputed per head.
@@ -522,7 +678,8 @@ def ssd_fwd(x, dt, A, B, C, D, z, chunk_size, initial_state, return_importance, 
         nstart = _empty(bsz * H, NC, device=dev, dtype=torch.float32)
     else:
         norm = change = nstart = None
-    _chunk_scan_fwd_kernel[(bsz * H, NC * triton.cdiv(chunk_size, BLOCK_L))](
+    scan_kernel = _chunk_scan_fwd_fused_kernel if importance_pass == "fused" else _chunk_scan_fwd_kernel
+    scan_kernel[(bsz * H, NC * triton.cdiv(chunk_size, BLOCK_L))](
         x, dt, A, B, C, D if D is not None else A, z if z is not None else x, states,
         cb if cb is not None else decay, bb if bb is not None else decay,
         y, y_pre if y_pre is not None else y, norm if norm is not None else decay,
