@@ -12,6 +12,7 @@
 #   bash benchmarks/device_session.sh zero       # small preset step under ZeRO 0/1/2 (profiles)
 #   bash benchmarks/device_session.sh scan       # kernel tests, SSD beside mamba_ssm (sweep, profile), whole layer (carry .peers)
 #   bash benchmarks/device_session.sh scan2      # SSD forward variants (sweep, forward profile), score's GPU profile
+#   bash benchmarks/device_session.sh scan3      # SSD tests and timing, score and base embed, whole layer (carry .peers)
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
@@ -222,6 +223,15 @@ scan2)  # one GPU, ~8 min: the SSD forward's variants (sweep), its per-kernel pr
     grep -v "^T=" "$OUT/logs/ssd.log" | tail -n 75
     timeout 100 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --vcfs dense \
         --batch-size 1024 --profile-gpu 2>&1 | tail -n 30
+    ;;
+scan3)  # one GPU, ~7 min: the SSD forward as kept (tests, sweep, timing, profile), score, base embed, whole layer
+    PYTHONSAFEPATH=1 timeout 100 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_ssd_triton.py 2>&1 | tail -n 2
+    timeout 200 python3 benchmarks/ssd_bench.py --lengths 131072 1048576 --check-lengths 4096 > "$OUT/logs/ssd.log" 2>&1
+    grep -v "^T=" "$OUT/logs/ssd.log" | grep -v "^---\|Self CPU\|^$" | tail -n 48
+    timeout 80 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --vcfs dense \
+        --batch-size 1024 2>&1 | grep '^{'
+    timeout 70 python3 benchmarks/embed_bench.py --preset base --genome-mb 1 --batch-size 4 --chunk 131072 2>&1 | tail -n 2
+    timeout 100 python3 benchmarks/layer_bench.py --lengths 131072 1048576 2>&1 | tail -n 10
     ;;
 infer)  # one GPU, ~9 min: SSD per-kernel profile, base inference (profiled, then the job and the bare model), small,
     # score, training steps

@@ -1,4 +1,4 @@
-"""Triton forward kernels of the chunked Mamba2 SSD scan, with importance fused in the epilogue.
+"""Triton forward kernels of the chunked Mamba2 SSD scan, with the per-position scan importance.
 
 Maths and shapes: genossa/ops/ssd/naive.py (the reference these kernels equal). Per batch b,
 head h (group g = h // (H // G)), chunk c of CHUNK positions, with a_t = dt_t * A and acum the
@@ -10,12 +10,14 @@ cumulative sum of a inside the chunk:
 2. `_state_passing_fwd_kernel`, grid (P*N / BLOCK, B*H): the sequential pass over chunks,
    H_{c+1} = exp(acum_last_c) H_c + S_c, overwriting S_c by H_c (the state *before* chunk c)
    in place, and writing the final state H_NC.
-3. `_chunk_scan_fwd_kernel`, grid (NC, B*H):
+3. `_chunk_scan_fwd_kernel`, grid (B*H, NC * CHUNK / BLOCK_L), one block of positions per program:
    y_t = sum_{s<=t in chunk} (C_t . B_s) exp(acum_t - acum_s) dt_s x_s + exp(acum_t) H_c C_t + D x_t,
    optionally times silu(z_t). With IMPORTANCE it also forms, from the same tiles,
-   r_t = x_t^T h_{t-1} B_t and s_t = |x_t|^2 |B_t|^2 and runs the scalar recurrences of
-   n_t = ||h_t||^2 and d_t = ||h_t - h_{t-1}||^2 (naive.py docstring) through the chunk, started
-   from ||H_c||^2: no state is ever stored per position.
+   w_t = h_{t-1} B_t (like y_t with B for C, s < t, one step less of decay), and stores the
+   per-position terms cross_t = 2 dt_t x_t . w_t and self_t = dt_t^2 |x_t|^2 |B_t|^2 and ||H_c||^2.
+4. `_importance_fwd_kernel`, grid (B*H, NC): the scalar recurrences of n_t = ||h_t||^2 and
+   d_t = ||h_t - h_{t-1}||^2 (naive.py docstring) through the chunk from those terms, started from
+   ||H_c||^2: no state is ever stored per position.
 
 Only per-chunk states ([B, NC, H, P, N], fp32) are stored, so memory is linear in T.
 Accumulation is fp32; tiles fed to tl.dot are cast to the input dtype (DOT_PREC picks IEEE fp32
@@ -224,163 +226,7 @@ def _load_gram(ptr, offs_m, offs_k, CHUNK: tl.constexpr):
 
 
 @triton.jit
-def _read_start(rows_ptr, starts_ptr, offs_m, mask_m, offs_p, t0, P, N, stride_B_t,
-                BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                SQUARES: tl.constexpr, DOT_PREC: tl.constexpr):
-    """The state before the chunk read out by rows M_t of C or B: M_t . H_c^T [BL, BP], BLOCK_K
-    columns of d_state at a time; with SQUARES also |M_t|^2 [BL] and ||H_c||^2."""
-    acc = tl.zeros((BLOCK_L, BLOCK_P), dtype=tl.float32)
-    row_sq = tl.zeros((BLOCK_L,), dtype=tl.float32)
-    start_sq = 0.0
-    for nk in range(0, BLOCK_N, BLOCK_K):
-        offs_n = nk + tl.arange(0, BLOCK_K)
-        # [BP, BK]
-        start = tl.load(
-            starts_ptr + offs_p[:, None] * N + offs_n[None, :],
-            mask=(offs_p[:, None] < P) & (offs_n[None, :] < N), other=0.0,
-        )
-        # [BL, BK]
-        rows = tl.load(rows_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_n[None, :],
-                       mask=mask_m[:, None] & (offs_n[None, :] < N), other=0.0)
-        acc += tl.dot(rows, tl.trans(start.to(rows.dtype)), input_precision=DOT_PREC)
-        if SQUARES:
-            rf = rows.to(tl.float32)
-            row_sq += tl.sum(rf * rf, axis=1)
-            start_sq += tl.sum(tl.sum(start * start, axis=1), axis=0)
-    return acc, row_sq, start_sq
-
-
-@triton.jit
-def _intra_chunk(acc, gram_ptr, rows_ptr, B_ptr, x_ptr, dt_ptr, offs_m, mask_m, acum_ref, m0, t0, T, A_h, P, N,
-                 stride_x_t, stride_dt_t, stride_B_t,
-                 CHUNK: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-                 STRICT: tl.constexpr, HAS_GRAM: tl.constexpr, DOT_PREC: tl.constexpr):
-    """acc [BL, BP] += sum_{s <= t (s < t if STRICT), s in chunk} (M_t . B_s) exp(acum_ref_t - acum_s) dt_s x_s
-    over the blocks of s up to this block of t: y's terms with M = C and acum_ref = acum_t, w's
-    with M = B, acum_ref = acum_{t-1} and STRICT. M_t . B_s comes from the group's Gram matrix or,
-    without HAS_GRAM, from rows of M (rows_ptr) and B."""
-    offs_b = tl.arange(0, BLOCK_L)
-    offs_p = tl.arange(0, BLOCK_P)
-    if not HAS_GRAM:
-        offs_n = tl.arange(0, BLOCK_N)
-        # [BL, BN]
-        rows = tl.load(rows_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_n[None, :],
-                       mask=mask_m[:, None] & (offs_n[None, :] < N), other=0.0)
-    carry_k = 0.0
-    for kb in range(0, m0 + BLOCK_L, BLOCK_L):
-        offs_k = kb + offs_b
-        dt_k, a_k, acum_k, mask_k = _load_dt_block(dt_ptr, stride_dt_t, offs_k, t0, T, CHUNK, A_h, carry_k)
-        carry_k += tl.sum(a_k, axis=0)
-        # [BL, BP]
-        x_k = tl.load(
-            x_ptr + (t0 + offs_k)[:, None] * stride_x_t + offs_p[None, :],
-            mask=mask_k[:, None] & (offs_p[None, :] < P), other=0.0,
-        )
-        if HAS_GRAM:
-            g = _load_gram(gram_ptr, offs_m, offs_k, CHUNK)
-        else:
-            # [BL, BN]
-            B_k = tl.load(B_ptr + (t0 + offs_k)[:, None] * stride_B_t + offs_n[None, :],
-                          mask=mask_k[:, None] & (offs_n[None, :] < N), other=0.0)
-            g = tl.dot(rows, tl.trans(B_k), input_precision=DOT_PREC)
-        if STRICT:
-            keep = offs_m[:, None] > offs_k[None, :]
-        else:
-            keep = offs_m[:, None] >= offs_k[None, :]
-        # [BL(t), BL(s)]
-        decay = tl.exp(tl.where(keep, acum_ref[:, None] - acum_k[None, :], -float("inf"))) * dt_k[None, :]
-        acc += tl.dot((g * decay).to(x_k.dtype), x_k, input_precision=DOT_PREC)
-    return acc
-
-
-@triton.jit
 def _chunk_scan_fwd_kernel(
-    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_ptr, cb_ptr, bb_ptr,
-    y_ptr, ypre_ptr, cross_ptr, self_ptr, nstart_ptr,
-    T, H, P, N, G, heads_per_group, NC,
-    stride_x_b, stride_x_t, stride_x_h,
-    stride_dt_b, stride_dt_t, stride_dt_h,
-    stride_B_b, stride_B_t, stride_B_g,
-    stride_s_b, stride_s_c, stride_s_h,
-    CHUNK: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_K: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, IMPORTANCE: tl.constexpr,
-    HAS_GRAM: tl.constexpr, DOT_PREC: tl.constexpr,
-):
-    """One block of BLOCK_L positions (t) of one chunk and head per program, grid
-    (B*H, NC * ceil(CHUNK / BLOCK_L)): y_t, then, with IMPORTANCE, w_t = h_{t-1} B_t formed the
-    same way (B for C, one step less of decay, s < t) and the per-position terms of the norm
-    recurrences cross_t = 2 dt_t x_t . w_t and self_t = dt_t^2 |x_t|^2 |B_t|^2 (finished by
-    _importance_fwd_kernel). y is stored before w is formed, so the two never hold registers at once.
-    x, z, y, ypre share x's strides; B, C share B's; dt, cross, self share dt's.
-    With HAS_GRAM, cb / bb are C B^T / B B^T per chunk and group ([B, NC, G, CHUNK, CHUNK] fp32)."""
-    bh = tl.program_id(0)
-    cm = tl.program_id(1)
-    n_blocks = tl.cdiv(CHUNK, BLOCK_L)
-    c = cm // n_blocks
-    m0 = (cm % n_blocks) * BLOCK_L
-    b = bh // H
-    h = bh % H
-    g = h // heads_per_group
-    t0 = c * CHUNK
-    xoff = b * stride_x_b + h * stride_x_h
-    x_ptr += xoff
-    dt_ptr += b * stride_dt_b + h * stride_dt_h
-    B_ptr += b * stride_B_b + g * stride_B_g
-    C_ptr += b * stride_B_b + g * stride_B_g
-    A_h = tl.load(A_ptr + h).to(tl.float32)
-    gram_off = ((b * NC + c) * G + g) * CHUNK * CHUNK
-    starts_ptr += b * stride_s_b + c * stride_s_c + h * stride_s_h
-
-    offs_p = tl.arange(0, BLOCK_P)
-    offs_m = m0 + tl.arange(0, BLOCK_L)
-    carry_m = 0.0  # sum of a over the chunk's positions before this block
-    for kb in range(0, m0, BLOCK_L):
-        offs_k = kb + tl.arange(0, BLOCK_L)
-        mask_k = (offs_k < CHUNK) & (t0 + offs_k < T)
-        carry_m += tl.sum(tl.load(dt_ptr + (t0 + offs_k) * stride_dt_t, mask=mask_k, other=0.0).to(tl.float32), axis=0) * A_h
-    dt_m, a_m, acum_m, mask_m = _load_dt_block(dt_ptr, stride_dt_t, offs_m, t0, T, CHUNK, A_h, carry_m)
-
-    acc, _, _ = _read_start(C_ptr, starts_ptr, offs_m, mask_m, offs_p, t0, P, N, stride_B_t,
-                            BLOCK_L, BLOCK_P, BLOCK_N, BLOCK_K, False, DOT_PREC)
-    acc = acc * tl.exp(acum_m)[:, None]
-    acc = _intra_chunk(acc, cb_ptr + gram_off, C_ptr, B_ptr, x_ptr, dt_ptr, offs_m, mask_m, acum_m, m0, t0, T, A_h,
-                       P, N, stride_x_t, stride_dt_t, stride_B_t,
-                       CHUNK, BLOCK_L, BLOCK_P, BLOCK_N, False, HAS_GRAM, DOT_PREC)
-    # [BL, BP]
-    x_m = tl.load(
-        x_ptr + (t0 + offs_m)[:, None] * stride_x_t + offs_p[None, :],
-        mask=mask_m[:, None] & (offs_p[None, :] < P), other=0.0,
-    ).to(tl.float32)
-    if HAS_D:
-        acc += tl.load(D_ptr + h).to(tl.float32) * x_m
-    out_offs = xoff + (t0 + offs_m)[:, None] * stride_x_t + offs_p[None, :]
-    mask_out = mask_m[:, None] & (offs_p[None, :] < P)
-    if HAS_Z:
-        tl.store(ypre_ptr + out_offs, acc.to(ypre_ptr.dtype.element_ty), mask=mask_out)
-        # [BL, BP]
-        zz = tl.load(z_ptr + out_offs, mask=mask_out, other=0.0).to(tl.float32)
-        acc = acc * zz * tl.sigmoid(zz)
-    tl.store(y_ptr + out_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_out)
-
-    if IMPORTANCE:
-        acum_prev_m = acum_m - a_m
-        w, b_sq, start_sq = _read_start(B_ptr, starts_ptr, offs_m, mask_m, offs_p, t0, P, N, stride_B_t,
-                                        BLOCK_L, BLOCK_P, BLOCK_N, BLOCK_K, True, DOT_PREC)
-        w = w * tl.exp(acum_prev_m)[:, None]
-        w = _intra_chunk(w, bb_ptr + gram_off, B_ptr, B_ptr, x_ptr, dt_ptr, offs_m, mask_m, acum_prev_m, m0, t0, T,
-                         A_h, P, N, stride_x_t, stride_dt_t, stride_B_t,
-                         CHUNK, BLOCK_L, BLOCK_P, BLOCK_N, True, HAS_GRAM, DOT_PREC)
-        r = tl.sum(x_m * w, axis=1)
-        s = tl.sum(x_m * x_m, axis=1) * b_sq
-        imp_offs = b * stride_dt_b + h * stride_dt_h + (t0 + offs_m) * stride_dt_t
-        tl.store(cross_ptr + imp_offs, 2.0 * dt_m * r, mask=mask_m)
-        tl.store(self_ptr + imp_offs, dt_m * dt_m * s, mask=mask_m)
-        if m0 == 0:
-            tl.store(nstart_ptr + bh * NC + c, start_sq)
-
-
-@triton.jit
-def _chunk_scan_fwd_fused_kernel(
     x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_ptr, cb_ptr, bb_ptr,
     y_ptr, ypre_ptr, cross_ptr, self_ptr, nstart_ptr,
     T, H, P, N, G, heads_per_group, NC,
@@ -526,46 +372,56 @@ def _chunk_scan_fwd_fused_kernel(
 
 
 @triton.jit
+def _linear_step(a1, b1, a2, b2):
+    """Composition of v -> a1 v + b1, then v -> a2 v + b2 (tl.associative_scan's combine)."""
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
 def _importance_fwd_kernel(
     dt_ptr, A_ptr, nstart_ptr, norm_ptr, change_ptr,
     T, H, NC,
     stride_dt_b, stride_dt_t, stride_dt_h,
-    CHUNK: tl.constexpr, BLOCK_L: tl.constexpr,
+    CHUNK: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     """norm_t = sqrt(n_t) and change_t = sqrt(d_t) of one chunk and head, grid (B*H, NC), from the
     per-position terms the scan kernel left in norm (cross_t = 2 dt_t r_t) and change
     (self_t = dt_t^2 s_t), overwritten in place, and nstart = ||state before the chunk||^2:
     n_t = exp(2 a_t) n_{t-1} + u_t with u_t = exp(a_t) cross_t + self_t, and
-    d_t = expm1(a_t)^2 n_{t-1} + expm1(a_t) cross_t + self_t (naive.py's docstring)."""
+    d_t = expm1(a_t)^2 n_{t-1} + expm1(a_t) cross_t + self_t (naive.py's docstring).
+    n_t and n_{t-1} are two associative scans of that linear recurrence over the chunk (the
+    second on the inputs shifted by one, started from nstart): O(1) work per position."""
     bh = tl.program_id(0)
     c = tl.program_id(1)
     b = bh // H
     h = bh % H
     t0 = c * CHUNK
-    dt_ptr += b * stride_dt_b + h * stride_dt_h
     A_h = tl.load(A_ptr + h).to(tl.float32)
-    n_carry = tl.load(nstart_ptr + bh * NC + c)
-    offs_b = tl.arange(0, BLOCK_L)
-    carry = 0.0
-    for mb in range(0, CHUNK, BLOCK_L):
-        offs_m = mb + offs_b
-        dt_m, a_m, acum_m, mask_m = _load_dt_block(dt_ptr, stride_dt_t, offs_m, t0, T, CHUNK, A_h, carry)
-        imp_offs = b * stride_dt_b + h * stride_dt_h + (t0 + offs_m) * stride_dt_t
-        cross = tl.load(norm_ptr + imp_offs, mask=mask_m, other=0.0)
-        own = tl.load(change_ptr + imp_offs, mask=mask_m, other=0.0)
-        u = tl.exp(a_m) * cross + own
-        acum_prev_m = acum_m - a_m
-        # n_t = exp(2 (acum_t - acum_start)) n_carry + sum_{s<=t in block} exp(2 (acum_t - acum_s)) u_s
-        seg_mm = tl.where(offs_m[:, None] >= offs_m[None, :], acum_m[:, None] - acum_m[None, :], -float("inf"))
-        n = tl.exp(2.0 * (acum_m - carry)) * n_carry + tl.sum(tl.exp(2.0 * seg_mm) * u[None, :], axis=1)
-        seg_pp = tl.where(offs_m[:, None] > offs_m[None, :], acum_prev_m[:, None] - acum_m[None, :], -float("inf"))
-        n_prev = tl.exp(2.0 * (acum_prev_m - carry)) * n_carry + tl.sum(tl.exp(2.0 * seg_pp) * u[None, :], axis=1)
-        am1 = _expm1(a_m)
-        d = am1 * am1 * n_prev + am1 * cross + own
-        tl.store(norm_ptr + imp_offs, tl.sqrt(tl.maximum(n, 0.0)), mask=mask_m)
-        tl.store(change_ptr + imp_offs, tl.sqrt(tl.maximum(d, 0.0)), mask=mask_m)
-        n_carry = tl.sum(tl.where(offs_b == BLOCK_L - 1, n, 0.0), axis=0)
-        carry += tl.sum(a_m, axis=0)
+    n0 = tl.load(nstart_ptr + bh * NC + c)
+    offs = tl.arange(0, BLOCK_C)
+    base = b * stride_dt_b + h * stride_dt_h
+    mask = (offs < CHUNK) & (t0 + offs < T)
+    # [BC] positions past the chunk or T: a = 0, no input, so the scans pass them through
+    a = tl.load(dt_ptr + base + (t0 + offs) * stride_dt_t, mask=mask, other=0.0).to(tl.float32) * A_h
+    cross = tl.load(norm_ptr + base + (t0 + offs) * stride_dt_t, mask=mask, other=0.0)
+    own = tl.load(change_ptr + base + (t0 + offs) * stride_dt_t, mask=mask, other=0.0)
+    decay = tl.exp(2.0 * a)
+    u = tl.exp(a) * cross + own
+    first = offs == 0
+    # n_t: the first step starts from n0 (decay it into the first input)
+    _, n = tl.associative_scan((decay, tl.where(first, decay * n0 + u, u)), 0, _linear_step)
+    # n_{t-1}: the same recurrence one step behind, n_{-1} = n0
+    prev = mask & (offs > 0)
+    a_p = tl.load(dt_ptr + base + (t0 + offs - 1) * stride_dt_t, mask=prev, other=0.0).to(tl.float32) * A_h
+    cross_p = tl.load(norm_ptr + base + (t0 + offs - 1) * stride_dt_t, mask=prev, other=0.0)
+    own_p = tl.load(change_ptr + base + (t0 + offs - 1) * stride_dt_t, mask=prev, other=0.0)
+    u_p = tl.exp(a_p) * cross_p + own_p
+    _, n_prev = tl.associative_scan((tl.exp(2.0 * a_p), tl.where(first, n0, u_p)), 0, _linear_step)
+    am1 = _expm1(a)
+    d = am1 * am1 * n_prev + am1 * cross + own
+    # every program reads its own chunk's inputs before writing: the chunk's loads above are done
+    tl.store(norm_ptr + base + (t0 + offs) * stride_dt_t, tl.sqrt(tl.maximum(n, 0.0)), mask=mask)
+    tl.store(change_ptr + base + (t0 + offs) * stride_dt_t, tl.sqrt(tl.maximum(d, 0.0)), mask=mask)
 
 
 POISON_OUTPUTS = False
@@ -626,7 +482,7 @@ def state_pass_block(PN):
 
 
 def ssd_fwd(x, dt, A, B, C, D, z, chunk_size, initial_state, return_importance, *,
-            block_l=None, num_warps=4, use_gram=True, importance_pass="after"):
+            block_l=None, num_warps=4, use_gram=True):
     """Chunked SSD forward. All tensors contiguous, on one device; shapes as in naive.py.
     use_gram: C B^T (and B B^T for importance) once per chunk and group, read by every head
     of the group, rather than recomputed per head.
@@ -678,8 +534,7 @@ def ssd_fwd(x, dt, A, B, C, D, z, chunk_size, initial_state, return_importance, 
         nstart = _empty(bsz * H, NC, device=dev, dtype=torch.float32)
     else:
         norm = change = nstart = None
-    scan_kernel = _chunk_scan_fwd_fused_kernel if importance_pass == "fused" else _chunk_scan_fwd_kernel
-    scan_kernel[(bsz * H, NC * triton.cdiv(chunk_size, BLOCK_L))](
+    _chunk_scan_fwd_kernel[(bsz * H, NC * triton.cdiv(chunk_size, BLOCK_L))](
         x, dt, A, B, C, D if D is not None else A, z if z is not None else x, states,
         cb if cb is not None else decay, bb if bb is not None else decay,
         y, y_pre if y_pre is not None else y, norm if norm is not None else decay,
@@ -697,6 +552,6 @@ def ssd_fwd(x, dt, A, B, C, D, z, chunk_size, initial_state, return_importance, 
         _importance_fwd_kernel[grid](
             dt, A, nstart, norm, change, T, H, NC,
             dt.stride(0), dt.stride(1), dt.stride(2),
-            CHUNK=chunk_size, BLOCK_L=min(BLOCK_L, 64), num_warps=4,
+            CHUNK=chunk_size, BLOCK_C=triton.next_power_of_2(chunk_size), num_warps=4,
         )
     return y, y_pre, states, final, norm, change, decay

@@ -17,13 +17,14 @@ from genossa.ops.ssd.naive import ScanImportance
 
 
 KERNEL_CONFIG = {
-    "fwd": {"block_l": 64, "num_warps": 4, "use_gram": True},
+    "fwd": {"block_l": 32, "num_warps": 2, "use_gram": True},
     "bwd": {"block_l": 32, "num_warps": 4, "use_gram": True},
 }
-"""Launch parameters of the forward and backward chunk kernels: block_l (positions per tile),
-num_warps, use_gram (C B^T once per chunk and group rather than per head).
-benchmarks/ssd_bench.py sweeps them; these were fastest on an H100 (bf16, 16 heads x 64,
-d_state 128, chunk 256, n = 128k; benchmarks/RESULTS.md). fp32 always takes 32 positions."""
+"""Launch parameters of the forward and backward chunk kernels: block_l (positions per tile, and
+per program of the forward scan), num_warps, use_gram (C B^T once per chunk and group rather than
+per head). benchmarks/ssd_bench.py sweeps them; these were fastest (bf16, 16 heads x 64, d_state
+128, chunk 256, n = 128k; backward on an H100, forward on an H200; benchmarks/RESULTS.md).
+fp32 always takes 32 positions."""
 
 
 def _contig(t: Tensor | None) -> Tensor | None:
