@@ -136,9 +136,9 @@ def _fold_rows(rows, cols, R, H, D, stride_t):
 
 
 @triton.jit
-def _fold_bias_fwd_kernel(k_ptr, ws_ptr, wks_ptr, lam_ptr, mu_ptr, kf_ptr, kb_ptr, R, H, D,
-                          stride_k, stride_ws, stride_wks, scale,
-                          BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+def _fold_inputs(k_ptr, ws_ptr, wks_ptr, lam_ptr, mu_ptr, R, H, D, stride_k, stride_ws, stride_wks,
+                 BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    """This program's rows and masks, lam and mu per row [BR], and k, ws, wks [BR, BD] in fp32."""
     rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
     cols = tl.arange(0, BLOCK_D)
     row_mask = rows < R
@@ -149,6 +149,15 @@ def _fold_bias_fwd_kernel(k_ptr, ws_ptr, wks_ptr, lam_ptr, mu_ptr, kf_ptr, kb_pt
     k = _load_fp32(k_ptr, _fold_rows(rows, cols, R, H, D, stride_k), mask)
     ws = _load_fp32(ws_ptr, _fold_rows(rows, cols, R, H, D, stride_ws), mask)
     wks = _load_fp32(wks_ptr, _fold_rows(rows, cols, R, H, D, stride_wks), mask)
+    return rows, cols, row_mask, mask, lam, mu, k, ws, wks
+
+
+@triton.jit
+def _fold_bias_fwd_kernel(k_ptr, ws_ptr, wks_ptr, lam_ptr, mu_ptr, kf_ptr, kb_ptr, R, H, D,
+                          stride_k, stride_ws, stride_wks, scale,
+                          BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
+    rows, cols, row_mask, mask, lam, mu, k, ws, wks = _fold_inputs(
+        k_ptr, ws_ptr, wks_ptr, lam_ptr, mu_ptr, R, H, D, stride_k, stride_ws, stride_wks, BLOCK_R, BLOCK_D)
     kf = scale * k + lam[:, None] * ws
     tl.store(kf_ptr + _fold_rows(rows, cols, R, H, D, H * D), kf.to(kf_ptr.dtype.element_ty), mask=mask)
     tl.store(kb_ptr + rows, mu * tl.sum(k * wks, axis=1), mask=row_mask)
@@ -159,19 +168,11 @@ def _fold_bias_bwd_kernel(dkf_ptr, dkb_ptr, k_ptr, ws_ptr, wks_ptr, lam_ptr, mu_
                           dk_ptr, dws_ptr, dwks_ptr, dlam_ptr, dmu_ptr, R, H, D,
                           stride_k, stride_ws, stride_wks, scale,
                           BLOCK_R: tl.constexpr, BLOCK_D: tl.constexpr):
-    rows = tl.program_id(0) * BLOCK_R + tl.arange(0, BLOCK_R)
-    cols = tl.arange(0, BLOCK_D)
-    row_mask = rows < R
-    mask = row_mask[:, None] & (cols < D)[None, :]
-    head = rows % H
-    lam = tl.load(lam_ptr + head, mask=row_mask, other=0.0).to(tl.float32)
-    mu = tl.load(mu_ptr + head, mask=row_mask, other=0.0).to(tl.float32)
+    rows, cols, row_mask, mask, lam, mu, k, ws, wks = _fold_inputs(
+        k_ptr, ws_ptr, wks_ptr, lam_ptr, mu_ptr, R, H, D, stride_k, stride_ws, stride_wks, BLOCK_R, BLOCK_D)
     dense = _fold_rows(rows, cols, R, H, D, H * D)  # the gradients' (and dkf's) contiguous rows
     dkf = _load_fp32(dkf_ptr, dense, mask)
     dkb = tl.load(dkb_ptr + rows, mask=row_mask, other=0.0).to(tl.float32)
-    k = _load_fp32(k_ptr, _fold_rows(rows, cols, R, H, D, stride_k), mask)
-    ws = _load_fp32(ws_ptr, _fold_rows(rows, cols, R, H, D, stride_ws), mask)
-    wks = _load_fp32(wks_ptr, _fold_rows(rows, cols, R, H, D, stride_wks), mask)
     mdkb = (mu * dkb)[:, None]
     tl.store(dk_ptr + dense, (scale * dkf + mdkb * wks).to(dk_ptr.dtype.element_ty), mask=mask)
     tl.store(dws_ptr + dense, (lam[:, None] * dkf).to(dws_ptr.dtype.element_ty), mask=mask)
