@@ -210,10 +210,9 @@ class ScanSparseAttention(nn.Module):
             return out
         keep = min(self.recent, k.shape[1])
         pool_k, pool_v, pool_kb = self._gather(pool.pos[:, None], (k, v, kb), k_start, cache)
-        new_cache = AttentionCache(
-            start + q.shape[1], k[:, -keep:], kb[:, -keep:], v[:, -keep:], importance[:, -keep:],
-            complexity[:, -keep:], pool, pool_k[:, 0], pool_kb[:, 0], pool_v[:, 0],
-        )
+        # copies of the recent rows: a view would keep the whole piece's k, v, ... alive with the cache
+        recent = (t[:, -keep:].clone() for t in (k, kb, v, importance, complexity))
+        new_cache = AttentionCache(start + q.shape[1], *recent, pool, pool_k[:, 0], pool_kb[:, 0], pool_v[:, 0])
         return out, new_cache
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, kb: Tensor, sel, *, causal: bool) -> Tensor:

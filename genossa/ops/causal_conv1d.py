@@ -57,7 +57,9 @@ def causal_conv1d_silu(x: Tensor, weight: Tensor, bias: Tensor, past: Tensor | N
     else:
         y = conv1d_silu_reference(x, weight, bias, past)
     if x.shape[1] >= K - 1:
-        new_past = x[:, x.shape[1] - (K - 1):]
+        # a copy: a view of the last inputs would keep the whole piece (and the projection it is
+        # a slice of) alive with the streaming state
+        new_past = x[:, x.shape[1] - (K - 1):].clone()
     else:
         old = past.to(x.dtype) if past is not None else x.new_zeros(x.shape[0], K - 1, x.shape[2])
         new_past = torch.cat([old, x], 1)[:, -(K - 1):]

@@ -40,6 +40,27 @@ def test_uneven_chunks_and_cache_size(model):
     assert cache.pool_k.shape[1] == cfg.topk_cap
 
 
+
+def test_state_holds_only_its_own_rows(model):
+    """Every tensor of the state after a long piece owns a storage of its own size: no view of the
+    piece's activations (keys, values, conv inputs: O(piece) per layer) is kept alive by the state."""
+    tokens = torch.randint(0, 5, (2, 512), generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        state = model(tokens, return_state=True).state
+    tensors = [t for block in state.blocks for part in block for t in _tensors(part)]
+    assert tensors
+    for t in tensors:
+        assert t.untyped_storage().nbytes() == t.numel() * t.element_size(), tuple(t.shape)
+
+
+def _tensors(obj):
+    """The tensors in a (nested) state tuple."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, tuple):
+        return [t for item in obj for t in _tensors(item)]
+    return []
+
 def test_stream_rejects_misaligned_chunks(model):
     tokens = torch.randint(0, 5, (1, 40))
     with pytest.raises(ValueError, match="multiple of attn_chunk"):

@@ -207,7 +207,7 @@ def select_causal(
     k = budget(comp, base, alpha, cap)
     valid = (torch.arange(cap, device=device) < k[..., None]) & (pool_pos >= 0)
     sel = Selection(pool_pos, valid, k)
-    return sel, SelectionState(pool_score[:, -1], pool_pos[:, -1])
+    return sel, SelectionState(pool_score[:, -1].clone(), pool_pos[:, -1].clone())  # not views of the [B, NC, cap] pools
 
 
 def select_bidirectional(
