@@ -167,18 +167,29 @@ def _tokens(seq: str) -> np.ndarray:
     return tokenize(seq, source="scored window")
 
 
-def _expand_state(state: ModelState, batch: int) -> ModelState:
-    """Every tensor of a batch-1 streaming state repeated along its leading (batch) axis."""
+def _select_state(state: ModelState, index: Tensor) -> ModelState:
+    """Rows `index` of every tensor of a streaming state (all batch-leading): a batch whose rows
+    continue the streams of those rows (all streams at the same position)."""
 
-    def expand(x):
+    def pick(x):
         if isinstance(x, Tensor):
-            return x.expand(batch, *x.shape[1:]).contiguous()
+            return x.index_select(0, index)
         if isinstance(x, tuple):
-            items = [expand(v) for v in x]
+            items = [pick(v) for v in x]
             return type(x)(*items) if hasattr(x, "_fields") else tuple(items)
         return x
 
-    return expand(state)
+    return pick(state)
+
+
+@dataclass
+class _Segment:
+    """The rows of one window scored from one split point c: the reference suffix and ALT rows."""
+
+    ref: np.ndarray
+    """Reference tokens from c to the window's end."""
+    rows: list[_Row]
+    c: int
 
 
 class AlleleScorer:
@@ -213,8 +224,14 @@ class AlleleScorer:
         results = {i: AlleleScore(clipped=True) for i in unscored}
         if progress is not None and unscored:
             progress.update(len(unscored))
+        lone = []  # windows scored from one split point (a sparse VCF's): prefixes batched across windows
         for (contig, start), members in windows.items():
-            results.update(self._score_window(view, contig, start, members, progress))
+            groups = list(self._split_groups(members))
+            if len(groups) == 1:
+                lone.append((contig, start, *groups[0]))
+            else:
+                results.update(self._score_window(view, contig, start, groups, progress))
+        results.update(self._score_lone_windows(view, lone, progress))
         return results
 
     def _windows(self, view: StrandView, jobs: Sequence[AlleleJob]):
@@ -231,29 +248,96 @@ class AlleleScorer:
                 windows[(job.contig, geo.window_start)].append((i, geo, ref, alt))
         return windows, unscored
 
-    def _score_window(self, view: StrandView, contig: str, start: int, members, progress) -> dict[int, AlleleScore]:
-        # the reference is read once for the window: its stream is cut at each run of split points
-        end = max(geo.pos + geo.span for _, geo, _, _ in members)
-        reference = view.fetch(contig, start, end)
-        ref_tokens = torch.from_numpy(_tokens(reference).astype(np.int64)).to(self.device)
+    def _score_window(self, view: StrandView, contig: str, start: int, groups, progress) -> dict[int, AlleleScore]:
+        """A window of several split points: its reference stream is cut at each run of them."""
+        reference, ref_tokens = self._reference(view, contig, start, [m for _, g in groups for m in g])
+        ref_tokens = torch.from_numpy(ref_tokens).to(self.device)
         state, prev_logits, at = None, None, start
         results = {}
-        for c, group in self._split_groups(members):
+        for c, group in groups:
             if c > at:
                 out = self._forward(ref_tokens[None, at - start : c - start], state, True)
-                state, prev_logits, at = out.state, out.logits[0, -1].float(), c
-            rows = []
-            for i, geo, ref, alt in group:  # each row from c: its own split's prefix read as reference
-                before = reference[c - start : geo.pos - start]
-                after = view.fetch(contig, geo.pos + len(ref), geo.pos + len(ref) + geo.span)
-                rows.append(_Row(i, geo, _tokens((before + alt + after)[: geo.pos - c + geo.span])))
+                state, prev_logits, at = out.state, out.logits[:, -1].float(), c
+            rows = self._rows(view, contig, start, reference, c, group)
             ref_row = ref_tokens[c - start :].cpu().numpy()
             for b in range(0, len(rows), self.batch_size - 1):
                 batch = rows[b : b + self.batch_size - 1]
-                results.update(self._score_rows(ref_row, batch, state, prev_logits, c))
+                results.update(self._score_rows([_Segment(ref_row, batch, c)], state, prev_logits))
                 if progress is not None:
                     progress.update(len(batch))
         return results
+
+    def _score_lone_windows(self, view: StrandView, lone, progress) -> dict[int, AlleleScore]:
+        """Windows of one split point each: their reference prefixes run as one batch of windows
+        (ordered by prefix length; a window leaves the batch, its state row taken, at its split
+        point), and the suffix rows of the windows that leave at one point share batches. Every
+        row's positions count from its own window's start, so the streams stay aligned."""
+        items = []
+        for contig, start, c, group in lone:
+            reference, ref_tokens = self._reference(view, contig, start, group)
+            items.append((c - start, ref_tokens, self._rows(view, contig, start, reference, c, group), c))
+        items.sort(key=lambda item: item[0])
+        # a prefix pass holds about as many tokens as a batch of suffix rows
+        per_pass = max(1, min(self.batch_size, self.batch_size * (self.downstream + self.chunk) // self.window))
+        results = {}
+        for p in range(0, len(items), per_pass):
+            results.update(self._score_prefix_pass(items[p : p + per_pass], progress))
+        return results
+
+    def _score_prefix_pass(self, items, progress) -> dict[int, AlleleScore]:
+        """items: (prefix length r, reference tokens, rows, c) by increasing r."""
+        longest = max(r for r, *_ in items)
+        prefixes = np.full((len(items), longest), PAD, dtype=np.int64)
+        for j, (r, ref_tokens, _, _) in enumerate(items):
+            prefixes[j, :r] = ref_tokens[:r]
+        prefixes = torch.from_numpy(prefixes).to(self.device)
+        alive = list(range(len(items)))  # the items whose streams are the state's rows, in order
+        state, prev_logits, at = None, None, 0
+        results = {}
+        for r in sorted({r for r, *_ in items}):
+            if r > at:
+                out = self._forward(prefixes[alive, at:r], state, True)
+                state, prev_logits, at = out.state, out.logits[:, -1].float(), r
+            leaving = [k for k, j in enumerate(alive) if items[j][0] == r]
+            batch, n_rows = [], 0
+            for k in leaving + [None]:
+                size = 1 + len(items[alive[k]][2]) if k is not None else 0
+                if batch and (k is None or n_rows + size > self.batch_size):
+                    index = torch.tensor(batch, device=self.device)
+                    segments = [_Segment(items[alive[b]][1][items[alive[b]][0]:], items[alive[b]][2], items[alive[b]][3])
+                                for b in batch]
+                    results.update(self._score_rows(
+                        segments, _select_state(state, index) if state is not None else None,
+                        prev_logits.index_select(0, index) if prev_logits is not None else None))
+                    if progress is not None:
+                        progress.update(sum(len(seg.rows) for seg in segments))
+                    batch, n_rows = [], 0
+                if k is not None:
+                    batch.append(k)
+                    n_rows += size
+            stay = [k for k, j in enumerate(alive) if items[j][0] != r]
+            if stay and state is not None:
+                index = torch.tensor(stay, device=self.device)
+                state, prev_logits = _select_state(state, index), prev_logits.index_select(0, index)
+            alive = [alive[k] for k in stay]
+        return results
+
+    @staticmethod
+    def _reference(view: StrandView, contig: str, start: int, members) -> tuple[str, np.ndarray]:
+        """The window's reference from its start to the end of its last scored span, and its tokens."""
+        end = max(geo.pos + geo.span for _, geo, _, _ in members)
+        reference = view.fetch(contig, start, end)
+        return reference, _tokens(reference).astype(np.int64)
+
+    @staticmethod
+    def _rows(view: StrandView, contig: str, start: int, reference: str, c: int, group) -> list[_Row]:
+        """ALT rows from split point c: the reference up to each variant, the ALT, what follows."""
+        rows = []
+        for i, geo, ref, alt in group:
+            before = reference[c - start : geo.pos - start]
+            after = view.fetch(contig, geo.pos + len(ref), geo.pos + len(ref) + geo.span)
+            rows.append(_Row(i, geo, _tokens((before + alt + after)[: geo.pos - c + geo.span])))
+        return rows
 
     def _split_groups(self, members):
         """(first split point, members) for runs of consecutive split points whose rows are scored
@@ -275,44 +359,59 @@ class AlleleScorer:
         if group:
             yield first, group
 
-    def _score_rows(self, ref_row: np.ndarray, rows: list[_Row], state, prev_logits, c: int) -> dict[int, AlleleScore]:
-        """One batch: the reference suffix (row 0) and ALT suffixes from split point c."""
-        length = max(len(ref_row), *(len(r.tokens) for r in rows))
-        B = len(rows) + 1
+    def _score_rows(self, segments: list[_Segment], state, prev_logits) -> dict[int, AlleleScore]:
+        """One batch: each segment's reference row, then its ALT rows, all from their own split
+        point; state and prev_logits (the last reference logits before the split) have one row per
+        segment (or are None: every segment starts at its window's start)."""
+        ref_of, owner, alts, offsets = [], [], [], []
+        x_rows = []
+        for j, seg in enumerate(segments):
+            ref_at = len(x_rows)
+            x_rows.append(seg.ref)
+            ref_of.append(ref_at)
+            owner.append(j)
+            for r in seg.rows:
+                alts.append((len(x_rows), r))
+                x_rows.append(r.tokens)
+                ref_of.append(ref_at)
+                owner.append(j)
+                offsets.append(seg.c)
+        B, length = len(x_rows), max(len(t) for t in x_rows)
         x = np.full((B, length), PAD, dtype=np.int64)
-        x[0, : len(ref_row)] = ref_row
-        lo = np.zeros(B, dtype=np.int64)
-        hi = np.zeros(B, dtype=np.int64)
-        elo = np.zeros(B, dtype=np.int64)
-        for b, r in enumerate(rows, start=1):
-            x[b, : len(r.tokens)] = r.tokens
-            lo[b], hi[b] = r.geo.first_target - c, r.geo.pos + r.geo.span - c
-            elo[b] = r.geo.pos - c
-        tokens = torch.from_numpy(x).to(self.device)
-        st = _expand_state(state, B) if state is not None else None
-        out = self._forward(tokens, st, False)
-        u = torch.arange(length, device=self.device)
+        for b, t in enumerate(x_rows):
+            x[b, : len(t)] = t
+        alt_idx = np.array([b for b, _ in alts])
+        lo = np.array([r.geo.first_target - c for (_, r), c in zip(alts, offsets)])
+        hi = np.array([r.geo.pos + r.geo.span - c for (_, r), c in zip(alts, offsets)])
+        elo = np.array([r.geo.pos - c for (_, r), c in zip(alts, offsets)])
+        dev = self.device
+        tokens = torch.from_numpy(x).to(dev)
+        owner_t, ref_t = torch.tensor(owner, device=dev), torch.tensor(ref_of, device=dev)
+        alt_t, ref_alt = torch.from_numpy(alt_idx).to(dev), ref_t[torch.from_numpy(alt_idx).to(dev)]
+        out = self._forward(tokens, _select_state(state, owner_t) if state is not None else None, False)
+        u = torch.arange(length, device=dev)
+        rows = [r for _, r in alts]
         scores = {r.job: AlleleScore(clipped=r.geo.clipped, n=r.geo.n_scored) for r in rows}
+        hi_t = torch.as_tensor(hi, device=dev)[:, None]
         if "llr" in self.methods:
             # target u (base c + u) is predicted at u - 1; u = 0 from the last reference logit before c
             logits = out.logits.float()
-            if prev_logits is None:  # c is the window start: target 0 is never scored
-                prev_logits = torch.zeros_like(logits[0, 0])
-            aligned = torch.cat([prev_logits.expand(B, 1, -1), logits[:, :-1]], 1)
+            first = (prev_logits.index_select(0, owner_t)[:, None] if prev_logits is not None
+                     else logits.new_zeros(B, 1, logits.shape[-1]))  # c is the window start: target 0 never scored
+            aligned = torch.cat([first, logits[:, :-1]], 1)
             logp = torch.log_softmax(aligned, -1).gather(-1, tokens.clamp_max(aligned.shape[-1] - 1)[..., None])[..., 0]
-            mask = (u[None] >= torch.as_tensor(lo, device=self.device)[:, None]) & (
-                u[None] < torch.as_tensor(hi, device=self.device)[:, None])
-            llr = ((logp[1:] - logp[:1]) * mask[1:]).sum(1).double().cpu().tolist()
+            mask = (u[None] >= torch.as_tensor(lo, device=dev)[:, None]) & (u[None] < hi_t)
+            llr = ((logp[alt_t] - logp[ref_alt]) * mask).sum(1).double().cpu().tolist()
             for r, value in zip(rows, llr):
                 scores[r.job].llr = value
         if "embedding" in self.methods:
             emb = out.embeddings.float()
-            emask = (u[None] >= torch.as_tensor(elo, device=self.device)[:, None]) & (
-                u[None] < torch.as_tensor(hi, device=self.device)[:, None])
-            w = emask[1:].float()
+            w = ((u[None] >= torch.as_tensor(elo, device=dev)[:, None]) & (u[None] < hi_t)).float()
             w = w / w.sum(1, keepdim=True).clamp_min(1)
-            alt_mean = torch.einsum("bl,bld->bd", w, emb[1:])
-            ref_mean = w @ emb[0]
+            if len(segments) == 1:  # rows 1.. are the ALTs of row 0: no gathered copies
+                alt_mean, ref_mean = torch.einsum("bl,bld->bd", w, emb[1:]), w @ emb[0]
+            else:
+                alt_mean, ref_mean = (torch.einsum("bl,bld->bd", w, emb[i]) for i in (alt_t, ref_alt))
             for d in self.dims:
                 a, r_ = alt_mean[:, :d], ref_mean[:, :d]
                 cos = (1 - torch.nn.functional.cosine_similarity(a, r_, dim=-1)).double().cpu().tolist()

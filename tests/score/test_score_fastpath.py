@@ -107,6 +107,38 @@ def test_fast_path_equals_full_windows_from_scratch(tmp_path, tiny_model, revers
     assert max(abs(x) for x in llrs) > 0.05
 
 
+
+def test_sparse_variants_share_prefix_passes_across_windows(tmp_path, tiny_model):
+    """One SNV per window, at different offsets (a sparse VCF): the windows' reference prefixes
+    run as one batch that windows leave at their own split points, and the scores equal the
+    full windows' from scratch."""
+    genome = _genome(tmp_path, lengths=(2000,))
+    seq = genome.fetch("c0", 0, 2000)
+    other = {"A": "C", "C": "G", "G": "T", "T": "A"}
+    positions = [90 + 36 * k + (7 * k) % 30 for k in range(0, 50, 2)]  # every other window, offsets vary
+    jobs = [AlleleJob(i, 0, "c0", p, seq[p], other[seq[p]]) for i, p in enumerate(positions)]
+    scorer = AlleleScorer(tiny_model, window=WINDOW, downstream=DOWNSTREAM, batch_size=64)
+    prefix_rows = []
+    forward = scorer._forward
+
+    def recording(tokens, state, return_state):
+        if return_state:
+            prefix_rows.append(tokens.shape[0])
+        return forward(tokens, state, return_state)
+
+    scorer._forward = recording
+    fast = scorer.score_strand(StrandView(genome, reverse=False), jobs)
+    geos = [geometry(p, 1, 1, 2000, window=WINDOW, downstream=DOWNSTREAM, chunk=16) for p in positions]
+    assert len({g.split - g.window_start for g in geos}) > 1  # prefixes of several lengths
+    assert max(prefix_rows) == len(jobs) and len(prefix_rows) > 1  # one batch of windows, cut at several points
+    for i, job in enumerate(jobs):
+        slow = score_allele_naive(tiny_model, StrandView(genome, reverse=False), job, window=WINDOW,
+                                  downstream=DOWNSTREAM)
+        assert fast[i].llr == pytest.approx(slow.llr, rel=1e-4, abs=1e-4), job
+        for d in tiny_model.config.mrl_dims:
+            assert fast[i].l2[d] == pytest.approx(slow.l2[d], rel=1e-4, abs=1e-5), (job, d)
+            assert fast[i].cosine[d] == pytest.approx(slow.cosine[d], rel=1e-3, abs=1e-6), (job, d)
+
 def test_alt_equal_to_ref_scores_zero(tmp_path, tiny_model):
     genome = _genome(tmp_path)
     jobs = [j for j in _jobs(genome) if j.ref == j.alt]
