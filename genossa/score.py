@@ -18,7 +18,9 @@ Efficiency: each contig is tiled into windows of `window` bases with step Q; the
 window share one reference pass, streamed (models/streaming.py) and cut at the chunk-aligned
 point c <= pos of each variant; the state at c (SSM state, conv inputs, attention cache) is
 reused by the reference row and every ALT row of the variants cut there, so each allele costs
-only its suffix (pos - c + D bases), batched.
+only its suffix (pos - c + D bases), batched. Windows with one split point (a sparse VCF: one
+variant per window) run their reference prefixes together, as rows of one batch that each window
+leaves at its own split point; their suffix rows share batches too.
 """
 from __future__ import annotations
 
