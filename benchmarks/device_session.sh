@@ -13,6 +13,7 @@
 #   bash benchmarks/device_session.sh scan       # kernel tests, SSD beside mamba_ssm (sweep, profile), whole layer (carry .peers)
 #   bash benchmarks/device_session.sh scan2      # SSD forward variants (sweep, forward profile), score's GPU profile
 #   bash benchmarks/device_session.sh scan3      # SSD tests and timing, score and base embed, whole layer (carry .peers)
+#   bash benchmarks/device_session.sh s7score    # score's GPU profile, split reach x batch size, sparse VCF
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
@@ -232,6 +233,15 @@ scan3)  # one GPU, ~7 min: the SSD forward as kept (tests, sweep, timing, profil
         --batch-size 1024 2>&1 | grep '^{'
     timeout 70 python3 benchmarks/embed_bench.py --preset base --genome-mb 1 --batch-size 4 --chunk 131072 2>&1 | tail -n 2
     timeout 100 python3 benchmarks/layer_bench.py --lengths 131072 1048576 2>&1 | tail -n 10
+    ;;
+s7score)  # one GPU, ~6 min: score's GPU profile, split reach x batch size, the sparse VCF's batched prefixes
+    timeout 100 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --vcfs dense \
+        --batch-size 1024 --profile-gpu > "$OUT/logs/score-profile.log" 2>&1
+    grep -v "^---\|^$" "$OUT/logs/score-profile.log" | tail -n 26
+    timeout 200 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --vcfs dense \
+        --batch-size 512 1024 2048 --split-reach 0.0625 0.5 2>&1 | grep '^{'
+    timeout 100 python3 benchmarks/score_bench.py --preset small --window 8192 --sparse-variants 192 --vcfs sparse \
+        --batch-size 1024 2>&1 | grep '^{'
     ;;
 infer)  # one GPU, ~9 min: SSD per-kernel profile, base inference (profiled, then the job and the bare model), small,
     # score, training steps

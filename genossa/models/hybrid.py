@@ -262,9 +262,14 @@ class GenossaLM(nn.Module):
 
         directory = Path(directory)
         config = config_from_json(json.loads((directory / CONFIG_FILE).read_text()))
-        model = cls(config)
+        with torch.device("meta"):  # no random init of weights that are overwritten next (0.3 s for small)
+            model = cls(config)
         state = load_file(str(directory / WEIGHTS_FILE), device=str(map_location))
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        dtypes = {name: t.dtype for name, t in model.state_dict().items()}
+        state = {name: t.to(dtypes[name]) if name in dtypes else t for name, t in state.items()}
+        missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+        if config.tie_embeddings:
+            model.lm_head.weight = model.embedding.weight  # assign replaced the shared parameter
         allowed_missing = [_TIED_HEAD] if config.tie_embeddings else []
         if unexpected or set(missing) - set(allowed_missing):
             raise ValueError(
