@@ -30,7 +30,7 @@ import torch
 from genossa import resources
 from genossa.models import config as presets
 from genossa.models.hybrid import GenossaLM
-from genossa.score import AlleleScorer, score_variants
+from genossa.score import score_variants
 
 CONTIG = "NC_007779.1"
 
@@ -58,8 +58,6 @@ def main() -> None:
     ap.add_argument("--precision", default="bf16")
     ap.add_argument("--rc-average", action="store_true")
     ap.add_argument("--vcfs", nargs="+", default=["dense", "sparse"], choices=["dense", "sparse"])
-    ap.add_argument("--split-reach", type=float, nargs="+", default=[AlleleScorer.split_reach],
-                    help="how far a batch's run of split points reaches, as a fraction of downstream")
     ap.add_argument("--profile", action="store_true", help="cProfile each run: the top functions by own time")
     ap.add_argument("--profile-gpu", action="store_true", help="torch.profiler of each run: the top GPU kernels")
     args = ap.parse_args()
@@ -80,9 +78,8 @@ def main() -> None:
                             fasta),
     }
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    runs = [(w, b, r) for w in args.window for b in args.batch_size for r in args.split_reach]
-    for window, batch, reach in runs:
-        AlleleScorer.split_reach = reach
+    runs = [(w, b) for w in args.window for b in args.batch_size]
+    for window, batch in runs:
         for name in ("warmup", *args.vcfs):
             if torch.cuda.is_available():
                 torch.cuda.reset_peak_memory_stats()
@@ -106,7 +103,7 @@ def main() -> None:
                 continue
             print(json.dumps({
                 "preset": args.preset, "vcf": name, "window": window, "downstream": args.downstream,
-                "batch_size": batch, "split_reach": reach, "precision": args.precision,
+                "batch_size": batch, "precision": args.precision,
                 "rc_average": args.rc_average,
                 "variants": s.scored, "seconds": round(wall, 2), "variants_per_s": round(s.scored / wall, 1),
                 "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2) if torch.cuda.is_available() else None,

@@ -18,9 +18,11 @@ Efficiency: each contig is tiled into windows of `window` bases with step Q; the
 window share one reference pass, streamed (models/streaming.py) and cut at the chunk-aligned
 point c <= pos of each variant; the state at c (SSM state, conv inputs, attention cache) is
 reused by the reference row and every ALT row of the variants cut there, so each allele costs
-only its suffix (pos - c + D bases), batched. Windows with one split point (a sparse VCF: one
-variant per window) run their reference prefixes together, as rows of one batch that each window
-leaves at its own split point; their suffix rows share batches too.
+only its suffix (pos - c + D bases). The reference passes of several windows run side by side;
+rows cut at different points (of one window or of several) share full batches, their states
+moved to one position (`shift_state`: the model sees positions only relative to each other).
+Inputs go to the GPU from pinned memory and scores come back a few batches late, so the host
+never waits for the GPU between batches.
 """
 from __future__ import annotations
 
@@ -40,7 +42,7 @@ from genossa.io.bed import read_bed
 from genossa.inference import autocast, resolve_precision
 from genossa.io.fasta import FastaGenome
 from genossa.io.vcf import InfoField, Variant, allele_problem, output_path_ok, read_variants, write_scored_vcf
-from genossa.models.hybrid import GenossaLM, ModelState
+from genossa.models.hybrid import GenossaLM, ModelState, cat_states, select_state, shift_state, state_rows
 from genossa.sequence.alphabet import PAD
 from genossa.sequence.tokenize import reverse_complement, tokenize
 
@@ -169,21 +171,6 @@ def _tokens(seq: str) -> np.ndarray:
     return tokenize(seq, source="scored window")
 
 
-def _select_state(state: ModelState, index: Tensor) -> ModelState:
-    """Rows `index` of every tensor of a streaming state (all batch-leading): a batch whose rows
-    continue the streams of those rows (all streams at the same position)."""
-
-    def pick(x):
-        if isinstance(x, Tensor):
-            return x.index_select(0, index)
-        if isinstance(x, tuple):
-            items = [pick(v) for v in x]
-            return type(x)(*items) if hasattr(x, "_fields") else tuple(items)
-        return x
-
-    return pick(state)
-
-
 @dataclass
 class _Segment:
     """The rows of one window scored from one split point c: the reference suffix and ALT rows."""
@@ -192,14 +179,46 @@ class _Segment:
     """Reference tokens from c to the window's end."""
     rows: list[_Row]
     c: int
+    r: int
+    """c - window start: the position of the state the rows continue."""
+    state: ModelState | None
+    """The reference stream's state at c (one row; None at the window start)."""
+    prev_logits: Tensor | None
+    """[1, V] the last reference logits before c (None at the window start)."""
+
+
+class _Pending:
+    """Scores computed on the GPU and not yet read back: reading them waits for the GPU, so it is
+    done a few batches late (every `hold` batches), never between a batch and the next."""
+
+    hold = 16
+
+    def __init__(self, dims: Sequence[int]):
+        self.dims = dims
+        self.batches, self.results = [], {}
+
+    def add(self, rows: list[_Row], values: dict[str, Tensor]) -> None:
+        self.batches.append((rows, values))
+        if len(self.batches) >= self.hold:
+            self.read()
+
+    def read(self) -> dict[int, AlleleScore]:
+        for rows, values in self.batches:
+            got = {k: v.double().cpu().tolist() for k, v in values.items()}
+            for b, r in enumerate(rows):
+                score = AlleleScore(clipped=r.geo.clipped, n=r.geo.n_scored)
+                if "llr" in got:
+                    score.llr = got["llr"][b]
+                for d, cos, l2 in zip(self.dims, got.get("cos", ()), got.get("l2", ())):
+                    score.cosine[d] = cos[b]
+                    score.l2[d] = l2[b]
+                self.results[r.job] = score
+        self.batches = []
+        return self.results
 
 
 class AlleleScorer:
     """Scores allele jobs with a causal model (the library behind `score_variants`)."""
-
-    split_reach: float = 0.5
-    """How far (a fraction of downstream, at least one attn_chunk) a run of split points scored
-    in one batch may reach: more rows per batch, for at most that many extra tokens per row."""
 
     def __init__(self, model: GenossaLM, *, window: int, downstream: int, methods: Sequence[str] = METHODS,
                  batch_size: int = 8, precision: str = "fp32", dims: Sequence[int] | None = None):
@@ -219,21 +238,50 @@ class AlleleScorer:
         with autocast(self.device, self.precision):
             return self.model(tokens, state=state, return_state=return_state)
 
+    def _to_device(self, array: np.ndarray) -> Tensor:
+        """A host array on the model's device without waiting for the GPU: a copy from pageable
+        memory synchronizes the stream first (1 s of a 3.6 s score job idled there), one from
+        pinned memory is queued."""
+        t = torch.from_numpy(np.ascontiguousarray(array))
+        if self.device.type != "cuda":
+            return t
+        return t.pin_memory().to(self.device, non_blocking=True)
+
     @torch.inference_mode()
     def score_strand(self, view: StrandView, jobs: Sequence[AlleleJob], progress=None) -> dict[int, AlleleScore]:
-        """{job index: score} of `jobs` (forward-strand alleles) read on `view`'s strand."""
+        """{job index: score} of `jobs` (forward-strand alleles) read on `view`'s strand.
+
+        Each window's reference streams from its start through its split points (the windows of
+        a pass side by side, ordered by their first split point); the state at every split point
+        is kept with that point's rows (a segment), and segments are scored in full batches of
+        rows, each row continuing its own segment's state. Segments cut at different points share
+        a batch by moving their states to one position (`shift_state`)."""
         windows, unscored = self._windows(view, jobs)
-        results = {i: AlleleScore(clipped=True) for i in unscored}
+        pending = _Pending(self.dims)
         if progress is not None and unscored:
             progress.update(len(unscored))
-        lone = []  # windows scored from one split point (a sparse VCF's): prefixes batched across windows
+        items = []
         for (contig, start), members in windows.items():
-            groups = list(self._split_groups(members))
-            if len(groups) == 1:
-                lone.append((contig, start, *groups[0]))
-            else:
-                results.update(self._score_window(view, contig, start, groups, progress))
-        results.update(self._score_lone_windows(view, lone, progress))
+            reference, ref_tokens = self._reference(view, contig, start, members)
+            by_split: dict[int, list] = defaultdict(list)
+            for m in members:
+                by_split[m[1].split].append(m)
+            points = [(c - start, c, self._rows(view, contig, start, reference, c, group))
+                      for c, group in sorted(by_split.items())]
+            items.append((ref_tokens, points))
+        items.sort(key=lambda item: item[1][0][0])
+        # a pass of windows holds about as many tokens as a batch of suffix rows
+        per_pass = max(1, min(self.batch_size, self.batch_size * (self.downstream + self.chunk) // self.window))
+        queues: dict = defaultdict(list)  # segments waiting for a batch, by the position class they can join
+        for p in range(0, len(items), per_pass):
+            for segment in self._prefix_pass(items[p : p + per_pass]):
+                key = "any" if segment.r and self.model.state_can_shift(segment.r) else segment.r
+                queues[key].append(segment)
+                self._flush(queues[key], pending, progress, full_only=True)
+        for queue in queues.values():
+            self._flush(queue, pending, progress, full_only=False)
+        results = {i: AlleleScore(clipped=True) for i in unscored}
+        results.update(pending.read())
         return results
 
     def _windows(self, view: StrandView, jobs: Sequence[AlleleJob]):
@@ -250,79 +298,62 @@ class AlleleScorer:
                 windows[(job.contig, geo.window_start)].append((i, geo, ref, alt))
         return windows, unscored
 
-    def _score_window(self, view: StrandView, contig: str, start: int, groups, progress) -> dict[int, AlleleScore]:
-        """A window of several split points: its reference stream is cut at each run of them."""
-        reference, ref_tokens = self._reference(view, contig, start, [m for _, g in groups for m in g])
-        ref_tokens = torch.from_numpy(ref_tokens).to(self.device)
-        state, prev_logits, at = None, None, start
-        results = {}
-        for c, group in groups:
-            if c > at:
-                out = self._forward(ref_tokens[None, at - start : c - start], state, True)
-                state, prev_logits, at = out.state, out.logits[:, -1].float(), c
-            rows = self._rows(view, contig, start, reference, c, group)
-            ref_row = ref_tokens[c - start :].cpu().numpy()
-            for b in range(0, len(rows), self.batch_size - 1):
-                batch = rows[b : b + self.batch_size - 1]
-                results.update(self._score_rows([_Segment(ref_row, batch, c)], state, prev_logits))
-                if progress is not None:
-                    progress.update(len(batch))
-        return results
-
-    def _score_lone_windows(self, view: StrandView, lone, progress) -> dict[int, AlleleScore]:
-        """Windows of one split point each: their reference prefixes run as one batch of windows
-        (ordered by prefix length; a window leaves the batch, its state row taken, at its split
-        point), and the suffix rows of the windows that leave at one point share batches. Every
-        row's positions count from its own window's start, so the streams stay aligned."""
-        items = []
-        for contig, start, c, group in lone:
-            reference, ref_tokens = self._reference(view, contig, start, group)
-            items.append((c - start, ref_tokens, self._rows(view, contig, start, reference, c, group), c))
-        items.sort(key=lambda item: item[0])
-        # a prefix pass holds about as many tokens as a batch of suffix rows
-        per_pass = max(1, min(self.batch_size, self.batch_size * (self.downstream + self.chunk) // self.window))
-        results = {}
-        for p in range(0, len(items), per_pass):
-            results.update(self._score_prefix_pass(items[p : p + per_pass], progress))
-        return results
-
-    def _score_prefix_pass(self, items, progress) -> dict[int, AlleleScore]:
-        """items: (prefix length r, reference tokens, rows, c) by increasing r."""
-        longest = max(r for r, *_ in items)
+    def _prefix_pass(self, items):
+        """Yields the segments of the windows in `items` ((reference tokens, [(r, c, rows)]) each),
+        each with the reference state at its split point, in order of r."""
+        longest = max(points[-1][0] for _, points in items)
         prefixes = np.full((len(items), longest), PAD, dtype=np.int64)
-        for j, (r, ref_tokens, _, _) in enumerate(items):
-            prefixes[j, :r] = ref_tokens[:r]
-        prefixes = torch.from_numpy(prefixes).to(self.device)
-        alive = list(range(len(items)))  # the items whose streams are the state's rows, in order
+        for j, (ref_tokens, points) in enumerate(items):
+            prefixes[j, : points[-1][0]] = ref_tokens[: points[-1][0]]
+        at_point = defaultdict(list)  # r -> [(window, c, rows)]
+        for j, (_, points) in enumerate(items):
+            for r, c, rows in points:
+                at_point[r].append((j, c, rows))
+        alive = list(range(len(items)))  # the windows whose streams are the state's rows, in order
+        last = [points[-1][0] for _, points in items]
         state, prev_logits, at = None, None, 0
-        results = {}
-        for r in sorted({r for r, *_ in items}):
+        for r in sorted(at_point):
             if r > at:
-                out = self._forward(prefixes[alive, at:r], state, True)
+                out = self._forward(self._to_device(prefixes[alive, at:r]), state, True)
                 state, prev_logits, at = out.state, out.logits[:, -1].float(), r
-            leaving = [k for k, j in enumerate(alive) if items[j][0] == r]
-            batch, n_rows = [], 0
-            for k in leaving + [None]:
-                size = 1 + len(items[alive[k]][2]) if k is not None else 0
-                if batch and (k is None or n_rows + size > self.batch_size):
-                    index = torch.tensor(batch, device=self.device)
-                    segments = [_Segment(items[alive[b]][1][items[alive[b]][0]:], items[alive[b]][2], items[alive[b]][3])
-                                for b in batch]
-                    results.update(self._score_rows(
-                        segments, _select_state(state, index) if state is not None else None,
-                        prev_logits.index_select(0, index) if prev_logits is not None else None))
-                    if progress is not None:
-                        progress.update(sum(len(seg.rows) for seg in segments))
-                    batch, n_rows = [], 0
-                if k is not None:
-                    batch.append(k)
-                    n_rows += size
-            stay = [k for k, j in enumerate(alive) if items[j][0] != r]
-            if stay and state is not None:
-                index = torch.tensor(stay, device=self.device)
-                state, prev_logits = _select_state(state, index), prev_logits.index_select(0, index)
+            row_of = {j: k for k, j in enumerate(alive)}
+            here = at_point[r]
+            taken = taken_logits = None
+            if state is not None:  # one copy of the rows cut here; each segment holds a view of its row
+                index = self._to_device(np.array([row_of[j] for j, _, _ in here]))
+                taken, taken_logits = select_state(state, index), prev_logits.index_select(0, index)
+            for n, (j, c, rows) in enumerate(here):
+                ref = items[j][0][r:]
+                # the rows of one point in batches of at most batch_size - 1 ALT rows (+ the reference row)
+                for b in range(0, len(rows), self.batch_size - 1):
+                    yield _Segment(ref, rows[b : b + self.batch_size - 1], c, r,
+                                   state_rows(taken, n, 1) if taken is not None else None,
+                                   taken_logits[n : n + 1] if taken is not None else None)
+            stay = [k for k, j in enumerate(alive) if last[j] > r]
+            if len(stay) < len(alive) and stay and state is not None:
+                index = self._to_device(np.array(stay))
+                state, prev_logits = select_state(state, index), prev_logits.index_select(0, index)
             alive = [alive[k] for k in stay]
-        return results
+
+    def _flush(self, queue: list[_Segment], pending: _Pending, progress, *, full_only: bool) -> None:
+        """Scores the queued segments in batches of at most batch_size rows (only full batches
+        with full_only). Their states move to the latest position among them."""
+        while queue:
+            n_rows, take = 0, 0
+            while take < len(queue) and n_rows + 1 + len(queue[take].rows) <= self.batch_size:
+                n_rows += 1 + len(queue[take].rows)
+                take += 1
+            if full_only and take == len(queue):
+                return
+            batch, queue[:] = queue[:take], queue[take:]
+            state = prev_logits = None
+            if batch[0].state is not None:
+                r = max(seg.r for seg in batch)
+                state = cat_states([shift_state(seg.state, r) for seg in batch])
+                prev_logits = torch.cat([seg.prev_logits for seg in batch])
+            pending.add([row for seg in batch for row in seg.rows], self._score_rows(batch, state, prev_logits))
+            if progress is not None:
+                progress.update(sum(len(seg.rows) for seg in batch))
 
     @staticmethod
     def _reference(view: StrandView, contig: str, start: int, members) -> tuple[str, np.ndarray]:
@@ -341,60 +372,41 @@ class AlleleScorer:
             rows.append(_Row(i, geo, _tokens((before + alt + after)[: geo.pos - c + geo.span])))
         return rows
 
-    def _split_groups(self, members):
-        """(first split point, members) for runs of consecutive split points whose rows are scored
-        together from the run's first point: one batch of many rows instead of a small batch per
-        point (and one reference forward per run), for at most `split_reach` extra tokens per row."""
-        by_split: dict[int, list] = defaultdict(list)
-        for m in members:
-            by_split[m[1].split].append(m)
-        reach = max(int(self.downstream * self.split_reach), self.chunk)
-        first, group = None, []
-        for c in sorted(by_split):
-            rows = by_split[c]
-            if group and (len(group) + len(rows) > self.batch_size - 1 or c - first > reach):
-                yield first, group
-                group = []
-            if not group:
-                first = c
-            group += rows
-        if group:
-            yield first, group
-
-    def _score_rows(self, segments: list[_Segment], state, prev_logits) -> dict[int, AlleleScore]:
+    def _score_rows(self, segments: list[_Segment], state, prev_logits) -> dict[str, Tensor]:
         """One batch: each segment's reference row, then its ALT rows, all from their own split
         point; state and prev_logits (the last reference logits before the split) have one row per
-        segment (or are None: every segment starts at its window's start)."""
-        ref_of, owner, alts, offsets = [], [], [], []
-        x_rows = []
+        segment (or are None: every segment starts at its window's start). Returns the scores of
+        the ALT rows in order, on the device: llr [n], and per Matryoshka prefix cos, l2 [dims, n]."""
+        owner, ref_of, alt_idx, offsets, rows, x_rows = [], [], [], [], [], []
         for j, seg in enumerate(segments):
             ref_at = len(x_rows)
             x_rows.append(seg.ref)
             ref_of.append(ref_at)
             owner.append(j)
             for r in seg.rows:
-                alts.append((len(x_rows), r))
+                alt_idx.append(len(x_rows))
                 x_rows.append(r.tokens)
                 ref_of.append(ref_at)
                 owner.append(j)
                 offsets.append(seg.c)
+                rows.append(r)
         B, length = len(x_rows), max(len(t) for t in x_rows)
         x = np.full((B, length), PAD, dtype=np.int64)
         for b, t in enumerate(x_rows):
             x[b, : len(t)] = t
-        alt_idx = np.array([b for b, _ in alts])
-        lo = np.array([r.geo.first_target - c for (_, r), c in zip(alts, offsets)])
-        hi = np.array([r.geo.pos + r.geo.span - c for (_, r), c in zip(alts, offsets)])
-        elo = np.array([r.geo.pos - c for (_, r), c in zip(alts, offsets)])
-        dev = self.device
-        tokens = torch.from_numpy(x).to(dev)
-        owner_t, ref_t = torch.tensor(owner, device=dev), torch.tensor(ref_of, device=dev)
-        alt_t, ref_alt = torch.from_numpy(alt_idx).to(dev), ref_t[torch.from_numpy(alt_idx).to(dev)]
-        out = self._forward(tokens, _select_state(state, owner_t) if state is not None else None, False)
-        u = torch.arange(length, device=dev)
-        rows = [r for _, r in alts]
-        scores = {r.job: AlleleScore(clipped=r.geo.clipped, n=r.geo.n_scored) for r in rows}
-        hi_t = torch.as_tensor(hi, device=dev)[:, None]
+        offsets = np.array(offsets)
+        # per ALT row: first scored target, end of the span, first embedded position (from its c)
+        bounds = np.stack([np.array([r.geo.first_target for r in rows]) - offsets,
+                           np.array([r.geo.pos + r.geo.span for r in rows]) - offsets,
+                           np.array([r.geo.pos for r in rows]) - offsets])
+        alt_idx, ref_of, owner = np.array(alt_idx), np.array(ref_of), np.array(owner)
+        tokens, bounds = self._to_device(x), self._to_device(bounds)
+        alt_t, ref_alt = self._to_device(alt_idx), self._to_device(ref_of[alt_idx])
+        owner_t = self._to_device(owner) if state is not None else None
+        out = self._forward(tokens, select_state(state, owner_t) if state is not None else None, False)
+        u = torch.arange(length, device=self.device)[None]
+        lo, hi, elo = bounds[0, :, None], bounds[1, :, None], bounds[2, :, None]
+        values = {}
         if "llr" in self.methods:
             # target u (base c + u) is predicted at u - 1; u = 0 from the last reference logit before c
             logits = out.logits.float()
@@ -402,26 +414,23 @@ class AlleleScorer:
                      else logits.new_zeros(B, 1, logits.shape[-1]))  # c is the window start: target 0 never scored
             aligned = torch.cat([first, logits[:, :-1]], 1)
             logp = torch.log_softmax(aligned, -1).gather(-1, tokens.clamp_max(aligned.shape[-1] - 1)[..., None])[..., 0]
-            mask = (u[None] >= torch.as_tensor(lo, device=dev)[:, None]) & (u[None] < hi_t)
-            llr = ((logp[alt_t] - logp[ref_alt]) * mask).sum(1).double().cpu().tolist()
-            for r, value in zip(rows, llr):
-                scores[r.job].llr = value
+            mask = (u >= lo) & (u < hi)
+            values["llr"] = ((logp[alt_t] - logp[ref_alt]) * mask).sum(1)
         if "embedding" in self.methods:
             emb = out.embeddings.float()
-            w = ((u[None] >= torch.as_tensor(elo, device=dev)[:, None]) & (u[None] < hi_t)).float()
+            w = ((u >= elo) & (u < hi)).float()
             w = w / w.sum(1, keepdim=True).clamp_min(1)
             if len(segments) == 1:  # rows 1.. are the ALTs of row 0: no gathered copies
                 alt_mean, ref_mean = torch.einsum("bl,bld->bd", w, emb[1:]), w @ emb[0]
             else:
                 alt_mean, ref_mean = (torch.einsum("bl,bld->bd", w, emb[i]) for i in (alt_t, ref_alt))
+            cos, l2 = [], []
             for d in self.dims:
                 a, r_ = alt_mean[:, :d], ref_mean[:, :d]
-                cos = (1 - torch.nn.functional.cosine_similarity(a, r_, dim=-1)).double().cpu().tolist()
-                l2 = (a - r_).norm(dim=-1).double().cpu().tolist()
-                for row, cv, lv in zip(rows, cos, l2):
-                    scores[row.job].cosine[d] = cv
-                    scores[row.job].l2[d] = lv
-        return scores
+                cos.append(1 - torch.nn.functional.cosine_similarity(a, r_, dim=-1))
+                l2.append((a - r_).norm(dim=-1))
+            values.update(cos=torch.stack(cos), l2=torch.stack(l2))
+        return values
 
 
 def check_window(window: int, downstream: int) -> None:

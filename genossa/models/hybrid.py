@@ -63,6 +63,54 @@ class ModelState(NamedTuple):
     blocks: tuple[BlockState, ...]
 
 
+def _map_tensors(fn, *states):
+    """fn applied to the matching tensors of states of one structure (ints: the first's)."""
+    first = states[0]
+    if isinstance(first, Tensor):
+        return fn(*states)
+    if isinstance(first, tuple):
+        items = [_map_tensors(fn, *parts) for parts in zip(*states)]
+        return type(first)(*items) if hasattr(first, "_fields") else tuple(items)
+    return first
+
+
+def select_state(state: ModelState, index: Tensor) -> ModelState:
+    """Rows `index` of a streaming state: a batch continuing those rows' streams."""
+    return _map_tensors(lambda t: t.index_select(0, index), state)
+
+
+def state_rows(state: ModelState, start: int, length: int) -> ModelState:
+    """Rows [start, start + length) of a state as views (no copy)."""
+    return _map_tensors(lambda t: t.narrow(0, start, length), state)
+
+
+def cat_states(states: typing.Sequence[ModelState]) -> ModelState:
+    """The rows of several states at one position, as one batch."""
+    if len({s.pos for s in states}) > 1:
+        raise ValueError(f"cat_states: states at different positions {sorted({s.pos for s in states})}")
+    return _map_tensors(lambda *ts: torch.cat(ts, 0), *states)
+
+
+def shift_state(state: ModelState, pos: int) -> ModelState:
+    """The same stream's state as if it had started `pos - state.pos` tokens later (a multiple of
+    attn_chunk, >= 0): every position it records moves by that much. Continuing it gives the
+    same outputs where `GenossaLM.state_can_shift(state.pos)`, so streams cut at different points
+    can continue side by side in one batch."""
+    delta = pos - state.pos
+    if delta == 0:
+        return state
+    if delta < 0:
+        raise ValueError(f"shift_state moves a state to a later position only ({state.pos} -> {pos})")
+    blocks = []
+    for block in state.blocks:
+        cache = block.attention
+        if cache is not None:
+            moved = torch.where(cache.pool.pos >= 0, cache.pool.pos + delta, cache.pool.pos)  # -1: empty slot
+            cache = cache._replace(pos=cache.pos + delta, pool=cache.pool._replace(pos=moved))
+        blocks.append(block._replace(attention=cache))
+    return ModelState(pos, tuple(blocks))
+
+
 class ModelOutput(NamedTuple):
     logits: Tensor
     """[B, T, V] next-base (causal) or masked-base (bidirectional) logits at full width."""
@@ -222,6 +270,16 @@ class GenossaLM(nn.Module):
             keep = (tokens != PAD).unsqueeze(-1).to(emb.dtype)
             return (emb * keep).sum(1) / keep.sum(1).clamp_min(1)
         raise ValueError(f"pool must be None or 'mean', got {pool!r}")
+
+    def state_can_shift(self, pos: int) -> bool:
+        """Whether a streaming state after `pos` tokens may be moved to a later position with
+        `shift_state`: the model sees positions only relative to each other (it has no positional
+        encoding; only the 'random' / 'strided' selection ablations rank by absolute position),
+        and every attention cache already holds its full window + chunk of recent keys."""
+        cfg = self.config
+        if not cfg.attention:
+            return True
+        return cfg.selection in ("scan", "change") and pos >= cfg.attn_window + cfg.attn_chunk
 
     def _check_dim(self, dim: int) -> None:
         if not 0 < dim <= self.config.d_model:

@@ -75,3 +75,26 @@ def test_bidirectional_model_cannot_stream():
     model = GenossaLM(tiny(causal=False, n_layers=1))
     with pytest.raises(ValueError, match="causal"):
         model(torch.zeros(1, 16, dtype=torch.long), return_state=True)
+
+
+def test_streams_cut_at_different_points_continue_in_one_batch(model):
+    """shift_state: a stream cut at 96 tokens, moved to 136, continues exactly as it would have;
+    with a stream cut at 136 it makes one batch whose rows equal each stream continued alone."""
+    from genossa.models.hybrid import cat_states, shift_state
+
+    gen = torch.Generator().manual_seed(11)
+    a, b = torch.randint(0, 5, (1, 96 + 48), generator=gen), torch.randint(0, 5, (1, 136 + 48), generator=gen)
+    assert model.state_can_shift(96) and not model.state_can_shift(24)  # window 24 + chunk 8
+    with torch.no_grad():
+        state_a = model(a[:, :96], return_state=True).state
+        state_b = model(b[:, :136], return_state=True).state
+        alone_a = model(a[:, 96:], state=state_a).logits
+        alone_b = model(b[:, 136:], state=state_b).logits
+        moved = shift_state(state_a, 136)
+        pools = [blk.attention.pool.pos for blk in moved.blocks]
+        assert all(((p == -1) | (p >= 40)).all() for p in pools) and any((p >= 0).any() for p in pools)
+        both = model(torch.cat([a[:, 96:], b[:, 136:]]), state=cat_states([moved, state_b])).logits
+    torch.testing.assert_close(both[:1], alone_a, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(both[1:], alone_b, rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="different positions"):
+        cat_states([state_a, state_b])
