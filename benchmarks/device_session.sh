@@ -14,6 +14,7 @@
 #   bash benchmarks/device_session.sh scan2      # SSD forward variants (sweep, forward profile), score's GPU profile
 #   bash benchmarks/device_session.sh scan3      # SSD tests and timing, score and base embed, whole layer (carry .peers)
 #   bash benchmarks/device_session.sh s7score    # score's GPU profile, split reach x batch size, sparse VCF
+#   bash benchmarks/device_session.sh s7score2   # score after the one batching, its profile, embed small
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
@@ -242,6 +243,17 @@ s7score)  # one GPU, ~6 min: score's GPU profile, split reach x batch size, the 
         --batch-size 512 1024 2048 --split-reach 0.0625 0.5 2>&1 | grep '^{'
     timeout 100 python3 benchmarks/score_bench.py --preset small --window 8192 --sparse-variants 192 --vcfs sparse \
         --batch-size 1024 2>&1 | grep '^{'
+    ;;
+s7score2)  # one GPU, ~7 min: score after the one batching (dense, sparse, 8,192 and 131,072), its GPU profile, embed small
+    PYTHONSAFEPATH=1 timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/models 2>&1 | tail -n 2
+    timeout 200 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --sparse-variants 192 \
+        --batch-size 512 1024 2048 2>&1 | grep '^{'
+    timeout 150 python3 benchmarks/score_bench.py --preset small --window 131072 --dense-positions 1024 --sparse-variants 64 \
+        --batch-size 1024 2>&1 | grep '^{'
+    timeout 100 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --vcfs dense \
+        --batch-size 1024 --profile-gpu > "$OUT/logs/score-profile.log" 2>&1
+    grep -v "^---\|^$" "$OUT/logs/score-profile.log" | cut -c1-60,100-200 | tail -n 26
+    timeout 80 python3 benchmarks/embed_bench.py --preset small --genome-mb 2 --batch-size 8 --chunk 131072 --bare 2>&1 | tail -n 3
     ;;
 infer)  # one GPU, ~9 min: SSD per-kernel profile, base inference (profiled, then the job and the bare model), small,
     # score, training steps
