@@ -247,9 +247,10 @@ s7score)  # one GPU, ~6 min: score's GPU profile, split reach x batch size, the 
 s7score2)  # one GPU, ~7 min: score after the one batching (dense, sparse, 8,192 and 131,072), its GPU profile, embed small
     PYTHONSAFEPATH=1 timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/models 2>&1 | tail -n 2
     timeout 200 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --sparse-variants 192 \
-        --batch-size 512 1024 2048 2>&1 | grep '^{'
-    timeout 150 python3 benchmarks/score_bench.py --preset small --window 131072 --dense-positions 1024 --sparse-variants 64 \
-        --batch-size 1024 2>&1 | grep '^{'
+        --batch-size ${SCORE_BATCHES:-512 1024 2048} 2>&1 | grep '^{'
+    timeout 200 python3 benchmarks/score_bench.py --preset small --window 131072 --dense-positions 1024 --sparse-variants 64 \
+        --batch-size 1024 > "$OUT/logs/score-131k.log" 2>&1
+    echo "   exit $?"; grep '^{' "$OUT/logs/score-131k.log"; grep -v '^{' "$OUT/logs/score-131k.log" | tail -n 4
     timeout 100 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --vcfs dense \
         --batch-size 1024 --profile-gpu > "$OUT/logs/score-profile.log" 2>&1
     grep -v "^---\|^$" "$OUT/logs/score-profile.log" | cut -c1-60,100-200 | tail -n 26

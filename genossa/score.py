@@ -176,7 +176,7 @@ class _Segment:
     """The rows of one window scored from one split point c: the reference suffix and ALT rows."""
 
     ref: np.ndarray
-    """Reference tokens from c to the window's end."""
+    """Reference tokens from c to the end of the rows' longest scored span."""
     rows: list[_Row]
     c: int
     r: int
@@ -323,10 +323,12 @@ class AlleleScorer:
                 index = self._to_device(np.array([row_of[j] for j, _, _ in here]))
                 taken, taken_logits = select_state(state, index), prev_logits.index_select(0, index)
             for n, (j, c, rows) in enumerate(here):
-                ref = items[j][0][r:]
-                # the rows of one point in batches of at most batch_size - 1 ALT rows (+ the reference row)
+                # the rows of one point in batches of at most batch_size - 1 ALT rows (+ the reference row,
+                # as long as their longest scored span: the window's reference may reach much further)
                 for b in range(0, len(rows), self.batch_size - 1):
-                    yield _Segment(ref, rows[b : b + self.batch_size - 1], c, r,
+                    part = rows[b : b + self.batch_size - 1]
+                    ref = items[j][0][r : r + max(row.geo.pos + row.geo.span - c for row in part)]
+                    yield _Segment(ref, part, c, r,
                                    state_rows(taken, n, 1) if taken is not None else None,
                                    taken_logits[n : n + 1] if taken is not None else None)
             stay = [k for k, j in enumerate(alive) if last[j] > r]
