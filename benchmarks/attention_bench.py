@@ -271,6 +271,8 @@ def main():
     ap.add_argument("--no-flex", action="store_true")
     ap.add_argument("--no-sweep", action="store_true")
     ap.add_argument("--no-check", action="store_true")
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="also profile the kernels (torch.profiler) of one fwd+bwd at n=N, last")
     args = ap.parse_args()
     import triton
 
@@ -322,6 +324,32 @@ def main():
         f, fb = d.get("fwd", (float("nan"),) * 3), d.get("fwd+bwd", (float("nan"),) * 3)
         print(f"| {n} | {name} | {f[0]:.2f} | {f[1]:.0f} | {fb[0]:.2f} | {fb[1]:.0f} | {fb[2]:,.0f} |")
     print(f"\nkernel config: {sat.KERNEL_CONFIG}\ntotal {time.time() - t0:.0f} s")
+    if args.profile:
+        profile_kernels(args.profile)
+
+
+def profile_kernels(n):
+    """GPU time per kernel of 3 forward+backward calls of the kernels alone at n."""
+    from torch.profiler import ProfilerActivity, profile
+
+    q, k, v = make_qkv(n, torch.bfloat16, requires_grad=True)
+    _, _, pos, valid = make_pattern(n)
+    use = sat.usable_selection(pos, valid, q_start=0, chunk_size=CHUNK, window=WINDOW, causal=True)
+    rws, cnt = sat.compact_selection(use, pos, indexed=True, k_start=0)
+
+    def step():
+        out = sat.SparseAttentionFunction.apply(q, k, v, None, None, rws, cnt, CHUNK, WINDOW, True, 0, 0,
+                                                1 / math.sqrt(D))
+        out.backward(torch.ones_like(out))
+
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            step()
+        torch.cuda.synchronize()
+    print(f"\n## kernels of 3 fwd+bwd at n={n}")
+    print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=10, max_name_column_width=40))
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@
 #   bash benchmarks/device_session.sh scan3      # SSD tests and timing, score and base embed, whole layer (carry .peers)
 #   bash benchmarks/device_session.sh s7score    # score's GPU profile, split reach x batch size, sparse VCF
 #   bash benchmarks/device_session.sh s7score2   # score after the one batching, its profile, embed small
+#   bash benchmarks/device_session.sh s7attn     # sparse attention beside Flex/SDPA (profiled at 1M), whole layer (carry .peers)
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
@@ -255,6 +256,12 @@ s7score2)  # one GPU, ~7 min: score after the one batching (dense, sparse, 8,192
         --batch-size 1024 --profile-gpu > "$OUT/logs/score-profile.log" 2>&1
     grep -v "^---\|^$" "$OUT/logs/score-profile.log" | cut -c1-60,100-200 | tail -n 26
     timeout 80 python3 benchmarks/embed_bench.py --preset small --genome-mb 2 --batch-size 8 --chunk 131072 --bare 2>&1 | tail -n 3
+    ;;
+s7attn)  # one GPU, ~8 min: the sparse attention beside Flex and SDPA on an H200 (its kernels profiled at 1M), whole layer
+    timeout 330 python3 benchmarks/attention_bench.py --profile 1048576 > "$OUT/logs/attention.log" 2>&1
+    echo "   exit $?"; sed -n '/^## correctness/,$p' "$OUT/logs/attention.log" | cut -c1-160
+    timeout 150 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
+    echo "   exit $?"; tail -n 12 "$OUT/logs/layer.log"
     ;;
 infer)  # one GPU, ~9 min: SSD per-kernel profile, base inference (profiled, then the job and the bare model), small,
     # score, training steps
