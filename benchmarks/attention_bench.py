@@ -232,8 +232,10 @@ def timing(n, dense_max, gathered_max, flex_fn):
     use = sat.usable_selection(pos, valid, q_start=0, chunk_size=CHUNK, window=WINDOW, causal=True)
     rws, cnt = sat.compact_selection(use, pos, indexed=True, k_start=0)
     scale = 1 / math.sqrt(D)
+    kb = torch.zeros(k.shape[:3], device=DEVICE)  # no key bias: the pattern of the other rows
     record("ours (kernels only)",
-           lambda: sat.SparseAttentionFunction.apply(q, k, v, None, None, rws, cnt, CHUNK, WINDOW, True, 0, 0, scale),
+           lambda: sat.SparseAttentionFunction.apply(q, k, v, kb, None, None, None, rws, cnt, CHUNK, WINDOW, True,
+                                                     0, 0, scale),
            [q, k, v], flops_f)
     if n <= gathered_max:
         sk = gather_selected(k.detach(), pos).requires_grad_()
@@ -337,8 +339,10 @@ def profile_kernels(n):
     use = sat.usable_selection(pos, valid, q_start=0, chunk_size=CHUNK, window=WINDOW, causal=True)
     rws, cnt = sat.compact_selection(use, pos, indexed=True, k_start=0)
 
+    kb = torch.zeros(k.shape[:3], device=DEVICE)
+
     def step():
-        out = sat.SparseAttentionFunction.apply(q, k, v, None, None, rws, cnt, CHUNK, WINDOW, True, 0, 0,
+        out = sat.SparseAttentionFunction.apply(q, k, v, kb, None, None, None, rws, cnt, CHUNK, WINDOW, True, 0, 0,
                                                 1 / math.sqrt(D))
         out.backward(torch.ones_like(out))
 
