@@ -168,7 +168,7 @@ def timed(fn, backward, inputs):
     return ms, peak
 
 
-def sweep(n):
+def sweep(n, wide=False):
     q, k, v = make_qkv(n, torch.bfloat16, requires_grad=True)
     _, _, pos, valid = make_pattern(n)
     fwd_cands = [(128, 64, 4, 3)]  # first run: (128, 64, 4, 3) 2.95 ms, (128, 64, 8, 3) 3.15, (128, 128, 8, 3) 3.74
@@ -179,6 +179,14 @@ def sweep(n):
         dict(dq=(128, 64, 8, 2), dkv=(32, 128, 4, 3)),
         dict(dq=(64, 32, 4, 3), dkv=(32, 128, 4, 3), sel=(32, 128, 4, 3)),  # unfused, as in the first run
     ]
+    if wide:  # the launch space again, on this device
+        fwd_cands += [(128, 64, 8, 3), (128, 32, 4, 3), (128, 64, 4, 4), (128, 32, 4, 4), (128, 128, 8, 2),
+                      (64, 64, 4, 3), (64, 32, 4, 3), (64, 64, 4, 4)]
+        bwd_cands += [dict(dq=dq, dkv=(32, 128, 4, 3)) for dq in
+                      [(128, 64, 4, 3), (128, 16, 4, 3), (128, 32, 4, 4), (128, 32, 8, 3), (128, 64, 8, 3),
+                       (128, 32, 4, 2), (128, 16, 4, 4)]]
+        bwd_cands += [dict(dq=(128, 32, 4, 3), dkv=dkv) for dkv in
+                      [(64, 128, 8, 3), (64, 64, 4, 3), (32, 64, 4, 3), (64, 128, 4, 3), (16, 128, 4, 3)]]
     def fn():
         return sat.sparse_attention_indexed(q, k, v, pos, valid, **kw())
 
@@ -272,6 +280,7 @@ def main():
     ap.add_argument("--gathered-max", type=int, default=131072)
     ap.add_argument("--no-flex", action="store_true")
     ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument("--wide-sweep", action="store_true", help="sweep many more launch settings")
     ap.add_argument("--no-check", action="store_true")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="also profile the kernels (torch.profiler) of one fwd+bwd at n=N, last")
@@ -297,7 +306,7 @@ def main():
     if not args.no_sweep:
         print("2. launch sweep at n=131072, bf16", flush=True)
         try:
-            sweep(131072)
+            sweep(131072, wide=args.wide_sweep)
         except Exception as e:
             print(f"  sweep failed {type(e).__name__}: {str(e)[:300]}", flush=True)
         print(f"   ({time.time() - t0:.0f} s)", flush=True)
