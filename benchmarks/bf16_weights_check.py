@@ -21,7 +21,7 @@ import torch
 
 from genossa import resources
 from genossa.evaluate.variants import pearson, spearman
-from genossa.inference import load_model
+from genossa.inference import for_precision, load_model
 from genossa.io.fasta import FastaGenome
 from genossa.pretrained import resolve_checkpoint
 from genossa.score import AlleleJob, AlleleScorer, StrandView
@@ -42,7 +42,7 @@ def main() -> None:
     checkpoint, _ = resolve_checkpoint(None)
     dev = torch.device(args.device)
     fp32 = load_model(checkpoint, dev).model
-    bf16 = copy.deepcopy(fp32).to(torch.bfloat16)
+    bf16 = for_precision(copy.deepcopy(fp32), "bf16-weights")
     genome = FastaGenome([resources.ECOLI_FASTA])
     view = StrandView(genome, reverse=False)
     start = 100_000
@@ -50,7 +50,7 @@ def main() -> None:
     jobs = [AlleleJob(i, 0, CONTIG, start + p, b, alt) for i, (p, b, alt) in
             enumerate((p, b, a) for p, b in enumerate(seq) for a in OTHER[b.upper()])]
 
-    runs = {"fp32": (fp32, "fp32"), "bf16_autocast": (fp32, "bf16"), "bf16_weights": (bf16, "bf16")}
+    runs = {"fp32": (fp32, "fp32"), "bf16_autocast": (fp32, "bf16"), "bf16_weights": (bf16, "bf16-weights")}
     llr, emb, seconds = {}, {}, {}
     tokens = torch.randint(0, 4, (args.windows, args.window), generator=torch.Generator().manual_seed(0)).to(dev)
     for name, (model, precision) in runs.items():
@@ -63,7 +63,7 @@ def main() -> None:
         _sync(dev)
         seconds[name] = time.perf_counter() - t
         llr[name] = np.array([scores[i].llr for i in range(len(jobs))])
-        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision.startswith("bf16")):
             emb[name] = model(tokens).embeddings.float().mean(1)
 
     rows = []

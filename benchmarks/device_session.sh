@@ -16,6 +16,7 @@
 #   bash benchmarks/device_session.sh s7score    # score's GPU profile, split reach x batch size, sparse VCF
 #   bash benchmarks/device_session.sh s7score2   # score after the one batching, its profile, embed small
 #   bash benchmarks/device_session.sh s7attn     # sparse attention beside Flex/SDPA (profiled at 1M), whole layer (carry .peers)
+#   bash benchmarks/device_session.sh s7prec     # --precision bf16-weights beside bf16 (embed, score), its GPU test
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
@@ -262,6 +263,16 @@ s7attn)  # one GPU, ~8 min: the sparse attention beside Flex and SDPA on an H200
     echo "   exit $?"; sed -n '/^## correctness/,$p' "$OUT/logs/attention.log" | cut -c1-160
     timeout 150 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
     echo "   exit $?"; tail -n 12 "$OUT/logs/layer.log"
+    ;;
+s7prec)  # one GPU, ~6 min: --precision bf16-weights beside bf16 autocast (embed base and small, score), its GPU test
+    PYTHONSAFEPATH=1 timeout 100 python3 -m pytest -q -p no:cacheprovider tests/models/test_precision.py 2>&1 | tail -n 2
+    timeout 200 python3 benchmarks/embed_bench.py --preset base small --genome-mb 1 --batch-size 4 --chunk 131072 \
+        --precision bf16 bf16-weights 2>&1 | grep '^{'
+    for p in bf16 bf16-weights; do
+        timeout 100 python3 benchmarks/score_bench.py --preset small --window 8192 --dense-positions 1024 --vcfs dense \
+            --batch-size 1024 --precision $p 2>&1 | grep '^{'
+    done
+    timeout 120 python3 benchmarks/bf16_weights_check.py --positions 1024 --windows 32 2>&1 | tail -n 6
     ;;
 infer)  # one GPU, ~9 min: SSD per-kernel profile, base inference (profiled, then the job and the bare model), small,
     # score, training steps

@@ -91,6 +91,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, nargs="+", default=[8])
     ap.add_argument("--chunk", type=int, nargs="+", default=[16384])
     ap.add_argument("--dims", default="")
+    ap.add_argument("--precision", nargs="+", default=["auto"], help="the job's --precision (each is timed)")
     ap.add_argument("--bare", action="store_true", help="also time the bare model")
     ap.add_argument("--bf16-weights", action="store_true",
                     help="also time the bare model with its weights cast to bf16 (no autocast casts)")
@@ -112,18 +113,21 @@ def main() -> None:
         n_params = model.num_parameters()
         for bs in args.batch_size:
             for chunk in args.chunk:
-                common = dict(window=args.window, batch_size=bs, chunk=chunk, device="cuda", dims=args.dims or None,
-                              overwrite=True, progress=False, bedgraph=False)
-                embed_genome(ckpt, small_fasta, work / "warm.zarr", **common)
-                torch.cuda.reset_peak_memory_stats()
-                t = time.perf_counter()
-                s = embed_genome(ckpt, fasta, work / f"{preset}.zarr", **common)
-                wall = time.perf_counter() - t
-                row = {"preset": preset, "params": n_params, "window": args.window, "batch_size": bs,
-                       "chunk": chunk, "bases": s.bases, "embed_bases_per_s": round(s.bases_per_second),
-                       "wall_s": round(wall, 2), "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
-                       "hours_for_3.1Gb": round(3.1e9 / s.bases_per_second / 3600, 2)}
-                print(json.dumps(row), flush=True)  # before the slower extras, in case a time limit cuts them
+                for precision in args.precision:
+                    common = dict(window=args.window, batch_size=bs, chunk=chunk, device="cuda",
+                                  dims=args.dims or None, overwrite=True, progress=False, bedgraph=False,
+                                  precision=precision)
+                    embed_genome(ckpt, small_fasta, work / "warm.zarr", **common)
+                    torch.cuda.reset_peak_memory_stats()
+                    t = time.perf_counter()
+                    s = embed_genome(ckpt, fasta, work / f"{preset}.zarr", **common)
+                    wall = time.perf_counter() - t
+                    row = {"preset": preset, "params": n_params, "window": args.window, "batch_size": bs,
+                           "chunk": chunk, "precision": precision, "bases": s.bases,
+                           "embed_bases_per_s": round(s.bases_per_second), "wall_s": round(wall, 2),
+                           "peak_gpu_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+                           "hours_for_3.1Gb": round(3.1e9 / s.bases_per_second / 3600, 2)}
+                    print(json.dumps(row), flush=True)  # before the slower extras, in case a time limit cuts them
                 if args.bare or args.profile or args.bf16_weights:
                     torch.cuda.reset_peak_memory_stats()
                     m = GenossaLM.from_pretrained(ckpt, map_location="cuda").eval()

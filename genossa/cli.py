@@ -155,8 +155,9 @@ def _report_training(summary) -> None:
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Windows per forward pass.")
 @click.option("--chunk", type=click.IntRange(min=1), help="Bases per streaming step of a causal model [default: 16384].")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]),
-              help="auto = bf16 on CUDA, fp32 on the CPU.")
+@click.option("--precision", default="auto", show_default=True,
+              type=click.Choice(["auto", "fp32", "bf16", "bf16-weights"]),
+              help="auto = bf16 autocast on CUDA, fp32 on the CPU; bf16-weights also casts the weights (faster).")
 @click.option("--dtype", default="float32", show_default=True, type=click.Choice(["float32", "float16"]), help="Stored embedding dtype.")
 @click.option("--bedgraph", type=click.Path(dir_okay=False), help="Importance track as bedGraph [default: STORE minus .zarr + .importance.bedgraph].")
 @click.option("--no-bedgraph", is_flag=True, help="Write no bedGraph (the track is still in the store).")
@@ -205,8 +206,9 @@ def embed(checkpoint, fasta, regions, out, window, stride, last_window, dims, po
 @click.option("--strict", is_flag=True, help="A REF that does not match the reference is an error (default: flag and skip).")
 @click.option("--batch-size", default=8, show_default=True, type=click.IntRange(min=1), help="Sequences per forward pass.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
-@click.option("--precision", default="auto", show_default=True, type=click.Choice(["auto", "fp32", "bf16"]),
-              help="auto: bf16 on CUDA, fp32 on the CPU.")
+@click.option("--precision", default="auto", show_default=True,
+              type=click.Choice(["auto", "fp32", "bf16", "bf16-weights"]),
+              help="auto = bf16 autocast on CUDA, fp32 on the CPU; bf16-weights also casts the weights (faster).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def score(checkpoint, fasta, vcf, out, window, downstream, regions, methods, rc_average, table, strict, batch_size,
           device, precision, quiet) -> None:

@@ -123,8 +123,9 @@ class EmbedConfig:
     """Windows per forward pass."""
     chunk: Optional[int] = None
     """Bases per streaming step of a causal model (a multiple of its attn_chunk); None = 16384."""
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """Compute precision: auto = bf16 autocast on CUDA, fp32 on the CPU."""
+    precision: Literal["auto", "fp32", "bf16", "bf16-weights"] = "auto"
+    """Compute precision: auto = bf16 autocast on CUDA, fp32 on the CPU; bf16-weights also casts
+    the weights (faster, CUDA only; genossa.inference.PRECISIONS)."""
     dtype: Literal["float32", "float16"] = "float32"
     """Stored dtype of the embeddings."""
 
@@ -137,7 +138,7 @@ class EmbedConfig:
         if any(d <= 0 for d in self.dims):
             raise ValueError(f"dims: must be positive, got {list(self.dims)}")
         for name, allowed in (("last", ("drop", "pad", "end_aligned")), ("pool", ("mean", "max", "last")),
-                              ("precision", ("auto", "fp32", "bf16")), ("dtype", ("float32", "float16"))):
+                              ("precision", ("auto", "fp32", "bf16", "bf16-weights")), ("dtype", ("float32", "float16"))):
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name}: must be one of {', '.join(allowed)}, got {getattr(self, name)!r}")
 

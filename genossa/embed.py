@@ -51,7 +51,7 @@ from genossa.io import zarr_store
 from genossa.io.bed import read_bed
 from genossa.io.bedgraph import write_importance_bedgraph
 from genossa.inference import autocast as inference_autocast
-from genossa.inference import resolve_precision
+from genossa.inference import for_precision, resolve_precision
 from genossa.io.fasta import FastaGenome
 from genossa.sequence import alphabet
 from genossa.sequence.intervals import Interval
@@ -303,6 +303,7 @@ def embed_genome(
         raise GenossaError(f"--dims {bad[0]}: the model's embeddings have {mcfg.d_model} channels")
     width = max(stored_dims)
     prec = resolve_precision(cfg.precision, dev)
+    model = for_precision(model, prec)
     if mcfg.causal:
         step = cfg.chunk or DEFAULT_CHUNK
         if step % mcfg.attn_chunk:

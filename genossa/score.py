@@ -39,7 +39,7 @@ from torch import Tensor
 
 from genossa.errors import GenossaError, InputFormatError
 from genossa.io.bed import read_bed
-from genossa.inference import autocast, resolve_precision
+from genossa.inference import autocast, for_precision, resolve_precision
 from genossa.io.fasta import FastaGenome
 from genossa.io.vcf import InfoField, Variant, allele_problem, output_path_ok, read_variants, write_scored_vcf
 from genossa.models.hybrid import GenossaLM, ModelState, cat_states, select_state, shift_state, state_rows
@@ -609,6 +609,7 @@ def score_variants(
     loaded = load_model(checkpoint, device)
     model = loaded.model
     precision = resolve_precision(precision, loaded.device)
+    model = for_precision(model, precision)
     forward = StrandView(genome, reverse=False)
     skipped: dict[int, dict[int, str]] = defaultdict(dict)
     mismatched: set[int] = set()

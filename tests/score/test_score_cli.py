@@ -71,6 +71,8 @@ def _bad_inputs(tmp_path, model):
         "unsorted": (_args(model, "unsorted.vcf"), "record 2 (NC_007779.1:100 u2): POS 100 comes after 500"),
         "out_name": (_args(model, resources.ECOLI_VARIANTS_VCF, out="out.vcf"), "out.vcf: the scored VCF is bgzipped"),
         "window": (_args(model, resources.ECOLI_VARIANTS_VCF) + ["--window", "20"], "--window (20) must exceed"),
+        "precision": (_args(model, resources.ECOLI_VARIANTS_VCF) + ["--device", "cpu", "--precision", "bf16-weights"],
+                      "--precision bf16-weights needs a CUDA device"),
     }
 
 
@@ -85,7 +87,7 @@ def test_errors_are_one_line_through_the_installed_cli(tiny_model_dir, tmp_path,
     assert not (tmp_path / "out.vcf.gz").exists()
 
 
-@pytest.mark.parametrize("case", ["unsorted", "out_name", "window"])
+@pytest.mark.parametrize("case", ["unsorted", "out_name", "window", "precision"])
 def test_more_input_errors(tiny_model_dir, tmp_path, case, monkeypatch):
     monkeypatch.chdir(tmp_path)
     args, expected = _bad_inputs(tmp_path, tiny_model_dir)[case]
