@@ -40,7 +40,8 @@ def main() -> None:
     args = ap.parse_args()
     d = 1024
     # base: in_proj (3,352), out_proj (1,536 -> 1,024), qkv (3,072), o, SwiGLU up (4,096) and down (2,048 -> 1,024)
-    shapes = {"in_proj": (d, 3352), "out_proj": (1536, d), "qkv": (d, 3 * d), "attn out": (d, d),
+    shapes = {"in_proj": (d, 3360),  # 3,352 padded: FP8 products need widths divisible by 16
+               "out_proj": (1536, d), "qkv": (d, 3 * d), "attn out": (d, d),
               "mlp up": (d, 4096), "mlp down": (2048, d)}
     print(f"{'product':<10} {'bf16 ms':>8} {'fp8 ms':>8} {'quant ms':>9} {'fp8+q ms':>9} {'speedup':>8} {'rel err':>8}")
     total = [0.0, 0.0]
