@@ -245,6 +245,12 @@ def timing(n, dense_max, gathered_max, flex_fn):
            lambda: sat.SparseAttentionFunction.apply(q, k, v, kb, None, None, None, rws, cnt, CHUNK, WINDOW, True,
                                                      0, 0, scale),
            [q, k, v], flops_f)
+    # the same, key biases laid out per head ([B, H, Tk] memory): contiguous loads of a tile's biases
+    kb_h = torch.zeros(k.shape[0], H, n, device=DEVICE).transpose(1, 2)
+    record("ours (kernels, kb by head)",
+           lambda: sat.SparseAttentionFunction.apply(q, k, v, kb_h, None, None, None, rws, cnt, CHUNK, WINDOW, True,
+                                                     0, 0, scale),
+           [q, k, v], flops_f)
     if n <= gathered_max:
         sk = gather_selected(k.detach(), pos).requires_grad_()
         sv = gather_selected(v.detach(), pos).requires_grad_()
