@@ -17,6 +17,7 @@
 #   bash benchmarks/device_session.sh s7score2   # score after the one batching, its profile, embed small
 #   bash benchmarks/device_session.sh s7attn     # sparse attention beside Flex/SDPA (profiled at 1M), whole layer (carry .peers)
 #   bash benchmarks/device_session.sh s7prec     # --precision bf16-weights beside bf16 (embed, score), its GPU test
+#   bash benchmarks/device_session.sh s7bias     # key biases by head: attention GPU tests, attention and layer timing
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
@@ -273,6 +274,15 @@ s7prec)  # one GPU, ~6 min: --precision bf16-weights beside bf16 autocast (embed
             --batch-size 1024 --precision $p 2>&1 | grep '^{'
     done
     timeout 120 python3 benchmarks/bf16_weights_check.py --positions 1024 --windows 32 2>&1 | tail -n 6
+    ;;
+s7bias)  # one GPU, ~4 min: key biases laid out by head: attention GPU tests, attention and whole layer timing (carry .peers)
+    PYTHONSAFEPATH=1 timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_sparse_attention_triton.py \
+        tests/ops/test_fused_elementwise_triton.py 2>&1 | tail -n 2
+    PYTHONSAFEPATH=1 timeout 80 python3 -m pytest -q -p no:cacheprovider tests/models/test_model_kernels.py 2>&1 | tail -n 1
+    timeout 100 python3 benchmarks/attention_bench.py --no-check --no-sweep --no-flex --dense-max 0 --gathered-max 0 \
+        --sizes 131072,1048576 2>&1 | sed -n '/^## timing/,$p' | cut -c1-170
+    timeout 130 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
+    echo "   exit $?"; tail -n 9 "$OUT/logs/layer.log"
     ;;
 infer)  # one GPU, ~9 min: SSD per-kernel profile, base inference (profiled, then the job and the bare model), small,
     # score, training steps

@@ -112,6 +112,13 @@ def _last_contiguous(t: Tensor) -> Tensor:
     return t if t.stride(-1) == 1 else t.contiguous()
 
 
+def _by_head(bias: Tensor) -> Tensor:
+    """Key biases [..., T, H] with each head's T values next to each other in memory (the same
+    shape): a key tile's biases are one contiguous load, not T loads H apart (H200: forward
+    -9% / forward+backward -7.5% at 1M; benchmarks/RESULTS.md, session 7)."""
+    return bias.transpose(-1, -2).contiguous().transpose(-1, -2)
+
+
 def _biases(key_bias: Tensor | None, sel_bias: Tensor | None, k: Tensor, sel_pos: Tensor | None):
     """fp32 key biases [B, Tk, H] (and, with sel_pos, the selected keys' [B, NC, K, H]); zeros
     where none is given (a plain attention)."""
@@ -200,8 +207,8 @@ def sparse_attention_triton(
         return q.new_zeros(*q.shape[:3], v.shape[-1])
     use = usable_selection(sel_pos, sel_valid, q_start=q_start, chunk_size=chunk_size, window=window, causal=causal)
     rows, cnt = compact_selection(use, sel_pos, indexed=False, k_start=k_start)
-    return SparseAttentionFunction.apply(q, k, v, key_bias, sel_k, sel_v, sel_bias, rows, cnt, chunk_size, window,
-                                         causal, q_start, k_start, scale)
+    return SparseAttentionFunction.apply(q, k, v, _by_head(key_bias), sel_k, sel_v, _by_head(sel_bias), rows, cnt,
+                                         chunk_size, window, causal, q_start, k_start, scale)
 
 
 def sparse_attention_indexed(
@@ -273,7 +280,7 @@ def sparse_attention_indexed(
             raise ValueError(message)
     q, k, v = (_last_contiguous(t.to(dt)) for t in (q, k, v))
     rows, cnt = compact_selection(use, row_pos, indexed=True, k_start=k_start)
-    return SparseAttentionFunction.apply(q, k, v, key_bias.contiguous(), None, None, None, rows, cnt, chunk_size,
+    return SparseAttentionFunction.apply(q, k, v, _by_head(key_bias), None, None, None, rows, cnt, chunk_size,
                                          window, causal, q_start, k_start, scale)
 
 
