@@ -49,9 +49,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 PRECISIONS = ("auto", "fp32", "bf16", "bf16-weights")
 """fp32; bf16: autocast (fp32 weights, 16-bit matrix products); bf16-weights: the weights cast to
-bf16 as well (no per-call casts, a 16-bit residual stream): the base preset embedded 15% faster on
-an H200, and the bundled model's LLRs kept a Pearson correlation of 0.995 with fp32 (autocast:
-0.996) and its pooled embeddings a cosine of 1.0 to 6 places (benchmarks/RESULTS.md)."""
+bf16 as well (no per-call casts, a 16-bit residual stream): on an H200 the base preset embedded 10%
+faster and the small preset scored 12% faster, and the bundled model's LLRs kept a Pearson
+correlation of 0.9946 with fp32 (autocast: the same) and its pooled embeddings a cosine of 1.0 to
+6 places (benchmarks/RESULTS.md, session 7)."""
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:

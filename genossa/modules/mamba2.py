@@ -119,13 +119,15 @@ class Mamba2Mixer(nn.Module):
         return y.reshape(bsz, T, self.d_inner), imp, new_state
 
     def _in_proj(self, x: Tensor) -> Tensor:
-        """in_proj(x), computed with the weight padded by zero rows to a multiple of 8 outputs (the
-        columns past the real ones are dropped by the split): cuBLAS sends a bf16 GEMM of another
+        """in_proj(x), computed with the weight padded by zero rows to a multiple of 8 outputs (a view
+        of the real columns is returned): cuBLAS sends a bf16 GEMM of another
         width to a slower kernel (small preset, 1,676 outputs: 2.05 ms against 0.68 padded, 262,144
         tokens on an H200; benchmarks/in_proj_shapes.py)."""
         weight = self.in_proj.weight
         pad = -weight.shape[0] % 8
-        return F.linear(x, F.pad(weight, (0, 0, 0, pad)) if pad else weight)
+        if not pad:
+            return F.linear(x, weight)
+        return F.linear(x, F.pad(weight, (0, 0, 0, pad)))[..., : weight.shape[0]]
 
     def _per_scale(self, v: Tensor) -> Tensor:
         """[B, T, H] -> [B, T, S] mean over each scale's heads."""
@@ -133,9 +135,7 @@ class Mamba2Mixer(nn.Module):
 
     def forward(self, x: Tensor, state: MixerState | None = None) -> MixerOutput:
         """x [B, T, d_model]; `state` continues a sequence (causal only)."""
-        proj = self._in_proj(x)
-        z, xbc, dt = torch.split(proj, [self.d_inner, self.conv_dim, self.n_heads, proj.shape[-1] - self.in_proj.out_features],
-                                 dim=-1)[:3]
+        z, xbc, dt = torch.split(self._in_proj(x), [self.d_inner, self.conv_dim, self.n_heads], dim=-1)
         if not self.bidirectional:
             y, imp, new_state = self._scan(xbc, dt, state)
             norm, change = self._per_scale(imp.norm), self._per_scale(imp.change)
