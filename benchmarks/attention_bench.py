@@ -173,10 +173,16 @@ def sweep(n, wide=False):
     _, _, pos, valid = make_pattern(n)
     fwd_cands = [(128, 64, 4, 3)]  # first run: (128, 64, 4, 3) 2.95 ms, (128, 64, 8, 3) 3.15, (128, 128, 8, 3) 3.74
     # dq tiles of a whole chunk (128) also form the selected keys' dk, dv (fused)
+    # a 5th dq element: 2 holds the chunk's 128 queries as two halves of 64, 0 fuses 64-query tiles
+    # (their dk, dv shares added atomically)
     bwd_cands = [
-        dict(dq=(128, 32, 8, 2), dkv=(32, 128, 4, 3)),
         dict(dq=(128, 32, 4, 3), dkv=(32, 128, 4, 3)),
-        dict(dq=(128, 64, 8, 2), dkv=(32, 128, 4, 3)),
+        dict(dq=(128, 64, 4, 3, 2), dkv=(32, 128, 4, 3)),
+        dict(dq=(128, 64, 4, 2, 2), dkv=(32, 128, 4, 3)),
+        dict(dq=(128, 64, 8, 3, 2), dkv=(32, 128, 4, 3)),
+        dict(dq=(128, 32, 4, 3, 2), dkv=(32, 128, 4, 3)),
+        dict(dq=(64, 64, 4, 3, 0), dkv=(32, 128, 4, 3)),
+        dict(dq=(64, 32, 4, 3, 0), dkv=(32, 128, 4, 3)),
         dict(dq=(64, 32, 4, 3), dkv=(32, 128, 4, 3), sel=(32, 128, 4, 3)),  # unfused, as in the first run
     ]
     if wide:  # the launch space again, on this device
@@ -206,6 +212,7 @@ def sweep(n, wide=False):
     for cand in bwd_cands:
         sat.KERNEL_CONFIG.update(cand)
         try:
+            correctness(4096, torch.bfloat16, NBLK, ("indexed",))  # each launch setting is a kernel variant
             ms, _ = timed(fn, True, [q, k, v])
         except Exception as e:
             print(f"  bwd {cand}: failed {type(e).__name__}: {str(e)[:120]}", flush=True)
@@ -215,6 +222,26 @@ def sweep(n, wide=False):
             best_b = (ms, cand)
     sat.KERNEL_CONFIG.update(best_b[1])
     print(f"  kept: {sat.KERNEL_CONFIG}", flush=True)
+    report_registers()
+
+
+def report_registers():
+    """Registers and spills per compiled variant of the attention kernels (16-bit, 128k sweep)."""
+    from genossa.kernels import sparse_attention_bwd as bwd
+    from genossa.kernels import sparse_attention_fwd as fwd
+
+    for fn in (fwd._sparse_attn_fwd_kernel, bwd._dq_kernel, bwd._dkv_local_kernel):
+        for entry in getattr(fn, "device_caches", {}).values():
+            for kernel in entry[0].values():
+                md = kernel.metadata
+                try:  # constants are keyed by name or by (argument index,), by triton version
+                    names = kernel.src.fn.arg_names
+                    consts = {names[k[0]] if isinstance(k, tuple) else k: v for k, v in kernel.src.constants.items()}
+                except Exception:
+                    consts = {}
+                tile = {k: consts[k] for k in ("BLOCK_M", "BLOCK_N", "HALVES", "FUSED_SEL") if k in consts}
+                print(f"  {fn.__name__} {tile} warps {md.num_warps} stages {md.num_stages}: "
+                      f"{kernel.n_regs} registers, {kernel.n_spills} spills", flush=True)
 
 
 def timing(n, dense_max, gathered_max, flex_fn):
@@ -354,7 +381,7 @@ def profile_kernels(n):
     use = sat.usable_selection(pos, valid, q_start=0, chunk_size=CHUNK, window=WINDOW, causal=True)
     rws, cnt = sat.compact_selection(use, pos, indexed=True, k_start=0)
 
-    kb = torch.zeros(k.shape[:3], device=DEVICE)
+    kb = sat._by_head(torch.zeros(k.shape[:3], device=DEVICE))  # as sparse_attention_indexed passes it
 
     def step():
         out = sat.SparseAttentionFunction.apply(q, k, v, kb, None, None, None, rws, cnt, CHUNK, WINDOW, True, 0, 0,

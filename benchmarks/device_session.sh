@@ -18,6 +18,7 @@
 #   bash benchmarks/device_session.sh s7attn     # sparse attention beside Flex/SDPA (profiled at 1M), whole layer (carry .peers)
 #   bash benchmarks/device_session.sh s7prec     # --precision bf16-weights beside bf16 (embed, score), its GPU test
 #   bash benchmarks/device_session.sh s7bias     # key biases by head: attention GPU tests, attention and layer timing
+#   bash benchmarks/device_session.sh s8attn     # dq kernel variants (halves, partial fusing) swept and timed
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
@@ -283,6 +284,14 @@ s7bias)  # one GPU, ~4 min: key biases laid out by head: attention GPU tests, at
         --sizes 131072,1048576 2>&1 | sed -n '/^## timing/,$p' | cut -c1-170
     timeout 130 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
     echo "   exit $?"; tail -n 9 "$OUT/logs/layer.log"
+    ;;
+s8attn)  # one GPU, ~7 min: the dq kernel's selected-key loop as two 64-query halves (and other variants) swept, then timed
+    PYTHONSAFEPATH=1 timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_sparse_attention_triton.py \
+        2>&1 | tail -n 2
+    timeout 300 python3 benchmarks/attention_bench.py --no-check --no-flex --dense-max 0 --gathered-max 0 \
+        --sizes 131072,1048576 --profile 1048576 > "$OUT/logs/attention.log" 2>&1
+    echo "   exit $?"; sed -n '/^2. launch sweep/,/^3. timing/p' "$OUT/logs/attention.log" | cut -c1-200
+    sed -n '/^## timing/,$p' "$OUT/logs/attention.log" | cut -c1-170
     ;;
 infer)  # one GPU, ~9 min: SSD per-kernel profile, base inference (profiled, then the job and the bare model), small,
     # score, training steps

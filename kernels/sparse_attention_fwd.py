@@ -64,11 +64,11 @@ def _store_rows(base, rows, stride_row, offs_d, row_mask, x, D: tl.constexpr, BL
 
 
 @triton.jit
-def _load_bias(base, rows, stride_row, row_mask, ROW_MASK: tl.constexpr):
-    """[len(rows)] fp32 key biases in base 2 (times log2 e); 0 where masked."""
+def _load_bias(base, rows, stride_row, row_mask, ROW_MASK: tl.constexpr, OTHER: tl.constexpr = 0.0):
+    """[len(rows)] fp32 key biases in base 2 (times log2 e); OTHER where masked."""
     ptrs = base + rows.to(tl.int64) * stride_row
     if ROW_MASK:
-        b = tl.load(ptrs, mask=row_mask, other=0.0)
+        b = tl.load(ptrs, mask=row_mask, other=OTHER)
     else:
         b = tl.load(ptrs)
     return b.to(tl.float32) * 1.4426950408889634
@@ -187,8 +187,9 @@ def _sparse_attn_fwd_kernel(
         rows = tl.load(row_base + n, mask=n_ok, other=0)
         kt = _load_rows(sk_base, rows, stride_skr, offs_dk, n_ok, DK, BLOCK_DK, True)
         vt = _load_rows(sv_base, rows, stride_svr, offs_dv, n_ok, DV, BLOCK_DV, True)
-        bias = _load_bias(sb_base, rows, stride_sbr, n_ok, True)
-        acc, l_i, m_i = _softmax_step(acc, l_i, m_i, q, kt, vt, bias, n_ok[None, :], qk_scale, True, DOT_PREC)
+        # a -inf bias masks the keys past cnt: no per-logit select
+        bias = _load_bias(sb_base, rows, stride_sbr, n_ok, True, float("-inf"))
+        acc, l_i, m_i = _softmax_step(acc, l_i, m_i, q, kt, vt, bias, n_ok[None, :], qk_scale, False, DOT_PREC)
 
     seen = l_i > 0.0
     l_safe = tl.where(seen, l_i, 1.0)
