@@ -173,16 +173,11 @@ def sweep(n, wide=False):
     _, _, pos, valid = make_pattern(n)
     fwd_cands = [(128, 64, 4, 3)]  # first run: (128, 64, 4, 3) 2.95 ms, (128, 64, 8, 3) 3.15, (128, 128, 8, 3) 3.74
     # dq tiles of a whole chunk (128) also form the selected keys' dk, dv (fused)
-    # a 5th dq element: 2 holds the chunk's 128 queries as two halves of 64, 0 fuses 64-query tiles
-    # (their dk, dv shares added atomically)
+    # session 8 (H200, 128k fwd+bwd): the chunk's 128 queries held as two halves of 64 with 64-key tiles
+    # 13.13-22.72 ms (110-138 spilled registers), 64-query tiles adding their dk, dv shares atomically
+    # 14.04-15.75, against 12.69 for (128, 32, 4, 3) (22 spills): benchmarks/RESULTS.md
     bwd_cands = [
         dict(dq=(128, 32, 4, 3), dkv=(32, 128, 4, 3)),
-        dict(dq=(128, 64, 4, 3, 2), dkv=(32, 128, 4, 3)),
-        dict(dq=(128, 64, 4, 2, 2), dkv=(32, 128, 4, 3)),
-        dict(dq=(128, 64, 8, 3, 2), dkv=(32, 128, 4, 3)),
-        dict(dq=(128, 32, 4, 3, 2), dkv=(32, 128, 4, 3)),
-        dict(dq=(64, 64, 4, 3, 0), dkv=(32, 128, 4, 3)),
-        dict(dq=(64, 32, 4, 3, 0), dkv=(32, 128, 4, 3)),
         dict(dq=(64, 32, 4, 3), dkv=(32, 128, 4, 3), sel=(32, 128, 4, 3)),  # unfused, as in the first run
     ]
     if wide:  # the launch space again, on this device

@@ -18,7 +18,7 @@
 #   bash benchmarks/device_session.sh s7attn     # sparse attention beside Flex/SDPA (profiled at 1M), whole layer (carry .peers)
 #   bash benchmarks/device_session.sh s7prec     # --precision bf16-weights beside bf16 (embed, score), its GPU test
 #   bash benchmarks/device_session.sh s7bias     # key biases by head: attention GPU tests, attention and layer timing
-#   bash benchmarks/device_session.sh s8attn     # dq kernel variants (halves, partial fusing) swept and timed
+#   bash benchmarks/device_session.sh s8attn     # attention kernel variants swept (registers, spills) and timed
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
@@ -285,7 +285,7 @@ s7bias)  # one GPU, ~4 min: key biases laid out by head: attention GPU tests, at
     timeout 130 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
     echo "   exit $?"; tail -n 9 "$OUT/logs/layer.log"
     ;;
-s8attn)  # one GPU, ~7 min: the dq kernel's selected-key loop as two 64-query halves (and other variants) swept, then timed
+s8attn)  # one GPU, ~3 min: dq kernel variants swept (each checked in bf16; registers and spills), then timed at 128k and 1M
     PYTHONSAFEPATH=1 timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_sparse_attention_triton.py \
         2>&1 | tail -n 2
     timeout 300 python3 benchmarks/attention_bench.py --no-check --no-flex --dense-max 0 --gathered-max 0 \

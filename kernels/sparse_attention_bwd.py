@@ -131,18 +131,6 @@ def _sel_grads_step(dq, dk_t, dv_t, db, q, do, lse2, delta, kt, vt, bias, qk_sca
 
 
 @triton.jit
-def _dq_rows(q_ptr, do_ptr, lse_ptr, delta_ptr, b64, h, bh, qi, row_ok, pad_ok, LP, stride_qb, stride_qt, stride_qh,
-             stride_dob, stride_dot, stride_doh, offs_dk, offs_dv, DK: tl.constexpr, DV: tl.constexpr,
-             BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr):
-    """q, dO, the base-2 lse (+inf on padding rows) and delta of query rows qi."""
-    q = _load_rows(q_ptr + b64 * stride_qb + h * stride_qh, qi, stride_qt, offs_dk, row_ok, DK, BLOCK_DK, True)
-    do = _load_rows(do_ptr + b64 * stride_dob + h * stride_doh, qi, stride_dot, offs_dv, row_ok, DV, BLOCK_DV, True)
-    lse2 = tl.load(lse_ptr + bh.to(tl.int64) * LP + qi, mask=pad_ok, other=float("inf"))
-    delta = tl.load(delta_ptr + bh.to(tl.int64) * LP + qi, mask=pad_ok, other=0.0)
-    return q, do, lse2, delta
-
-
-@triton.jit
 def _dq_kernel(
     q_ptr, k_ptr, v_ptr, kb_ptr, sk_ptr, sv_ptr, sb_ptr, row_ptr, cnt_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr,
     dsk_ptr, dsv_ptr, dsb_ptr,
@@ -162,56 +150,37 @@ def _dq_kernel(
     CHUNK: tl.constexpr, WINDOW: tl.constexpr, CAUSAL: tl.constexpr, ROWS: tl.constexpr,
     DK: tl.constexpr, DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PREC: tl.constexpr,
-    FUSED_SEL: tl.constexpr, INDEXED: tl.constexpr, HALVES: tl.constexpr,
+    FUSED_SEL: tl.constexpr, INDEXED: tl.constexpr,
 ):
-    """dq of query tile t (ROWS queries); FUSED_SEL (the tile is the whole chunk): also the chunk's
-    selected keys' dk, dv, db. HALVES: the tile is held as two halves of BLOCK_M / 2 rows, so every
-    product of the selected-key loop, the transposed ones included, has >= 64 rows at BLOCK_N = 64
-    (a whole 128-row tile with 64 keys spilled registers; 32 keys made dk, dv products of 32 rows)."""
-    HB: tl.constexpr = BLOCK_M // 2 if HALVES else BLOCK_M
     t = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
     h = bh % H
     b64 = b.to(tl.int64)
-    offs_m = tl.arange(0, HB)
+    offs_m = tl.arange(0, BLOCK_M)
     offs_n = tl.arange(0, BLOCK_N)
     offs_dk = tl.arange(0, BLOCK_DK)
     offs_dv = tl.arange(0, BLOCK_DV)
+    qi = t * ROWS + offs_m
+    row_ok = (offs_m < ROWS) & (qi < Tq)
+    q_abs = q_start + qi
+    # [BM, BDK], [BM, BDV], [BM]
+    q = _load_rows(q_ptr + b64 * stride_qb + h * stride_qh, qi, stride_qt, offs_dk, row_ok, DK, BLOCK_DK, True)
+    do = _load_rows(do_ptr + b64 * stride_dob + h * stride_doh, qi, stride_dot, offs_dv, row_ok, DV, BLOCK_DV, True)
+    lse2 = tl.load(lse_ptr + bh.to(tl.int64) * LP + qi, mask=offs_m < ROWS, other=float("inf"))
+    delta = tl.load(delta_ptr + bh.to(tl.int64) * LP + qi, mask=offs_m < ROWS, other=0.0)
     k_base = k_ptr + b64 * stride_kb + h * stride_kh
     v_base = v_ptr + b64 * stride_vb + h * stride_vh
     kb_base = kb_ptr + b64 * stride_kbb + h * stride_kbh
-    c, lo, mid, hi = _local_bounds(t, q_start, k_start, Tk, ROWS, CHUNK, WINDOW, CAUSAL, BLOCK_N)
+    dq = tl.zeros([BLOCK_M, BLOCK_DK], tl.float32)
 
-    # [HB, BDK], [HB, BDV], [HB]: rows [0, HB) of the tile (the whole tile without HALVES)
-    qi = t * ROWS + offs_m
-    row_ok = (offs_m < ROWS) & (qi < Tq)
-    q, do, lse2, delta = _dq_rows(q_ptr, do_ptr, lse_ptr, delta_ptr, b64, h, bh, qi, row_ok, offs_m < ROWS, LP,
-                                  stride_qb, stride_qt, stride_qh, stride_dob, stride_dot, stride_doh, offs_dk,
-                                  offs_dv, DK, DV, BLOCK_DK, BLOCK_DV)
-    dq = tl.zeros([HB, BLOCK_DK], tl.float32)
+    c, lo, mid, hi = _local_bounds(t, q_start, k_start, Tk, ROWS, CHUNK, WINDOW, CAUSAL, BLOCK_N)
     dq = _dq_local(dq, q, do, lse2, delta, k_base, v_base, kb_base, stride_kt, stride_vt, stride_kbt, lo, mid,
-                   k_start, q_start + qi, qk_scale, offs_n, offs_dk, offs_dv, False, CAUSAL, DK, DV, BLOCK_N,
-                   BLOCK_DK, BLOCK_DV, DOT_PREC)
+                   k_start, q_abs, qk_scale, offs_n, offs_dk, offs_dv, False, CAUSAL, DK, DV, BLOCK_N, BLOCK_DK,
+                   BLOCK_DV, DOT_PREC)
     dq = _dq_local(dq, q, do, lse2, delta, k_base, v_base, kb_base, stride_kt, stride_vt, stride_kbt, mid, hi,
-                   k_start, q_start + qi, qk_scale, offs_n, offs_dk, offs_dv, True, CAUSAL, DK, DV, BLOCK_N,
-                   BLOCK_DK, BLOCK_DV, DOT_PREC)
-    # rows [HB, 2 HB) (HALVES; otherwise unused and compiled away)
-    qi2 = qi + HB
-    row_ok2 = (offs_m + HB < ROWS) & (qi2 < Tq)
-    dq2 = tl.zeros([HB, BLOCK_DK], tl.float32)
-    if HALVES:
-        q2, do2, lse22, delta2 = _dq_rows(q_ptr, do_ptr, lse_ptr, delta_ptr, b64, h, bh, qi2, row_ok2,
-                                          offs_m + HB < ROWS, LP, stride_qb, stride_qt, stride_qh, stride_dob,
-                                          stride_dot, stride_doh, offs_dk, offs_dv, DK, DV, BLOCK_DK, BLOCK_DV)
-        dq2 = _dq_local(dq2, q2, do2, lse22, delta2, k_base, v_base, kb_base, stride_kt, stride_vt, stride_kbt,
-                        lo, mid, k_start, q_start + qi2, qk_scale, offs_n, offs_dk, offs_dv, False, CAUSAL, DK, DV,
-                        BLOCK_N, BLOCK_DK, BLOCK_DV, DOT_PREC)
-        dq2 = _dq_local(dq2, q2, do2, lse22, delta2, k_base, v_base, kb_base, stride_kt, stride_vt, stride_kbt,
-                        mid, hi, k_start, q_start + qi2, qk_scale, offs_n, offs_dk, offs_dv, True, CAUSAL, DK, DV,
-                        BLOCK_N, BLOCK_DK, BLOCK_DV, DOT_PREC)
-    else:
-        q2, do2, lse22, delta2 = q, do, lse2, delta
+                   k_start, q_abs, qk_scale, offs_n, offs_dk, offs_dv, True, CAUSAL, DK, DV, BLOCK_N, BLOCK_DK,
+                   BLOCK_DV, DOT_PREC)
 
     c64 = c.to(tl.int64)
     cnt = tl.load(cnt_ptr + b * NC + c)
@@ -236,19 +205,13 @@ def _dq_kernel(
             db = tl.zeros([BLOCK_N], tl.float32)
             dq, dk_t, dv_t, db = _sel_grads_step(dq, dk_t, dv_t, db, q, do, lse2, delta, kt, vt, bias, qk_scale,
                                                  DOT_PREC)
-            if HALVES:
-                dq2, dk_t, dv_t, db = _sel_grads_step(dq2, dk_t, dv_t, db, q2, do2, lse22, delta2, kt, vt, bias,
-                                                      qk_scale, DOT_PREC)
             _emit_sel_grads(dk_t * scale, dv_t, db, rows, n_ok, dsk_base, dsv_base, dsb_base, stride_dskr,
                             stride_dsvr, stride_dsbr, offs_dk, offs_dv, INDEXED, DK, DV, BLOCK_DK, BLOCK_DV)
         else:
             # rows past cnt are zero K, V rows: they add nothing to dq, unmasked
             dq = _dq_step(dq, q, do, lse2, delta, kt, vt, bias, n_ok[None, :], qk_scale, False, DOT_PREC)
 
-    dq_base = dq_ptr + b64 * stride_dqb + h * stride_dqh
-    _store_rows(dq_base, qi, stride_dqt, offs_dk, row_ok, dq * scale, DK, BLOCK_DK)
-    if HALVES:
-        _store_rows(dq_base, qi2, stride_dqt, offs_dk, row_ok2, dq2 * scale, DK, BLOCK_DK)
+    _store_rows(dq_ptr + b64 * stride_dqb + h * stride_dqh, qi, stride_dqt, offs_dk, row_ok, dq * scale, DK, BLOCK_DK)
 
 
 @triton.jit
@@ -490,12 +453,9 @@ def sparse_attention_bwd(do, q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, l
 
     # dq; where one program holds a whole chunk's queries it also forms the selected keys' dk, dv, db
     dq = _empty(q.shape, dev, q.dtype)
-    bm, bn, warps, stages, *split = dq_cfg
+    bm, bn, warps, stages = dq_cfg
     BLOCK_M, ROWS = query_rows(bm, chunk_size)
-    # split (an optional 5th element): 2 holds a whole-chunk tile as two halves; 0 fuses tiles of
-    # part of a chunk too (indexed: each tile adds its queries' share of dk, dv atomically)
-    fused = want_sel and (ROWS == chunk_size or (indexed and split == [0]))
-    halves = fused and ROWS == chunk_size and split == [2] and BLOCK_M >= 32
+    fused = want_sel and ROWS == chunk_size
     _dq_kernel[(NC * (chunk_size // ROWS), bsz * H)](
         q, k, v, kb, sk[0], sv[0], sb[0], rows, cnt, do, lse, delta, dq, dsk[0], dsv[0], dsb[0],
         Tq, Tk, H, NC, K, q_start, k_start, LP, qk_scale, scale,
@@ -504,7 +464,6 @@ def sparse_attention_bwd(do, q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, l
         do.stride(0), do.stride(1), do.stride(2), dq.stride(0), dq.stride(1), dq.stride(2),
         *dsk[1:], *dsv[1:], *dsb[1:],
         WINDOW=window, CAUSAL=causal, ROWS=ROWS, BLOCK_M=BLOCK_M, BLOCK_N=bn, FUSED_SEL=fused, INDEXED=indexed,
-        HALVES=halves,
         num_warps=warps, num_stages=stages, **common,
     )
 

@@ -207,17 +207,11 @@ def test_indexed_with_a_pool_equals_gathered(dtype):
                                      pool_bias=pool_b, pool_pos=pool_pos, **kw)
 
 
-@pytest.mark.parametrize("chunk,window,block_m,block_n,split", [
-    (24, 20, 64, 16, 1), (16, 24, 32, 32, 1), (32, 16, 16, 16, 1), (16, 48, 16, 16, 1),
-    (32, 20, 32, 16, 2), (24, 16, 64, 16, 2), (16, 24, 64, 16, 2), (32, 20, 16, 16, 0),
-])
-def test_tile_shapes(monkeypatch, chunk, window, block_m, block_n, split):
+@pytest.mark.parametrize("chunk,window,block_m,block_n", [(24, 20, 64, 16), (16, 24, 32, 32), (32, 16, 16, 16), (16, 48, 16, 16)])
+def test_tile_shapes(monkeypatch, chunk, window, block_m, block_n):
     """Chunks that no power-of-two tile divides (rows masked), tiles larger than the chunk,
-    windows that are no multiple of the tiles, and several query tiles per chunk; split 2: the
-    dq kernel holds a whole chunk's tile as two halves (its rows past the chunk masked); split 0:
-    tiles of part of a chunk add their share of the selected keys' dk, dv (indexed layout)."""
-    cfg = {name: (block_m, block_n, 4, 1) for name in ("fwd", "dkv", "sel")}
-    cfg["dq"] = (block_m, block_n, 4, 1, split)
+    windows that are no multiple of the tiles, and several query tiles per chunk."""
+    cfg = {name: (block_m, block_n, 4, 1) for name in ("fwd", "dq", "dkv", "sel")}
     monkeypatch.setattr(sat, "FP32_CONFIG", cfg)
     for causal in (True, False):
         q, k, v, pos, valid = make_case(70, dtype=torch.float32, chunk=chunk, window=window, n_sel=7,
