@@ -245,6 +245,42 @@ def sweep(ssd_triton_mod, T, configs=SWEEP):
     torch.cuda.empty_cache()
 
 
+BWD_SWEEP = [  # backward launch parameters, timed as forward+backward with importance
+    dict(block_l=b, num_warps=w, use_gram=True) for b, w in [(32, 4), (64, 4), (64, 8), (32, 8), (32, 2), (16, 2)]
+]
+
+
+def sweep_bwd(ssd_triton_mod, ssd_chunked, mamba, T, configs=BWD_SWEEP):
+    """Check (4,096, against the reference) and time forward+backward under every backward launch
+    configuration; keep the fastest that passes."""
+    print(f"== backward launch-parameter sweep at n={T}", flush=True)
+    best = None
+    for cfg in configs:
+        ssd_triton_mod.KERNEL_CONFIG.update(bwd=dict(cfg))
+        try:
+            ok, _ = correctness(ssd_triton_mod, ssd_chunked, None, [4096])
+            inp = make_inputs(T, torch.bfloat16, requires_grad=True)
+            leaves = [inp[k] for k in ("x", "dt", "A", "B", "C", "D")]
+            dy = torch.randn_like(inp["x"])
+
+            def fb():
+                ssd_triton_mod.ssd_triton(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], inp["D"], chunk_size=256,
+                                          return_importance=True)[0].backward(dy)
+
+            ms = bench(fb, grad_to_none=leaves)
+        except Exception as e:  # a config that does not compile (registers, shared memory) is skipped
+            print(f"  {cfg}: failed: {type(e).__name__}: {str(e)[:200]}", flush=True)
+            continue
+        print(f"  {cfg}: fwd+bwd {ms:.3f} ms, check {'passed' if ok else 'FAILED'}", flush=True)
+        if ok and (best is None or ms < best[0]):
+            best = (ms, cfg)
+        del inp, leaves, dy
+        torch.cuda.empty_cache()
+    if best is not None:
+        ssd_triton_mod.KERNEL_CONFIG.update(bwd=best[1])
+    print(f"  chosen: {ssd_triton_mod.KERNEL_CONFIG}", flush=True)
+
+
 def profile(ssd_triton_mod, mamba, T):
     from torch.profiler import ProfilerActivity, profile as tprofile
 
@@ -285,6 +321,7 @@ def main():
     ap.add_argument("--sweep-length", type=int, default=131072)
     ap.add_argument("--no-sweep", action="store_true")
     ap.add_argument("--no-profile", action="store_true")
+    ap.add_argument("--bwd-sweep", action="store_true", help="also sweep the backward's launch parameters")
     args = ap.parse_args()
     assert torch.cuda.is_available(), "needs a CUDA GPU"
     import triton
@@ -301,6 +338,8 @@ def main():
     ok, check_rows = correctness(ssd_triton_mod, ssd_chunked, mamba, args.check_lengths)
     if not args.no_sweep:
         sweep(ssd_triton_mod, args.sweep_length)
+    if args.bwd_sweep:
+        sweep_bwd(ssd_triton_mod, ssd_chunked, mamba, args.sweep_length)
     print("== timing (bf16, B=1, H=16, P=64, N=128, G=1, chunk 256, D, no gate)", flush=True)
     results = {T: run_cases(ssd_triton_mod, mamba, T) for T in args.lengths}
     if not args.no_profile:

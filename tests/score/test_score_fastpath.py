@@ -3,10 +3,14 @@ stream, state at the split point, batched padded suffixes) equals scoring each a
 ref and alt windows from scratch."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
+from kernel_helpers import gpu
 
 from genossa.io.fasta import FastaGenome
+from genossa.models.hybrid import GenossaLM
 from genossa.score import AlleleJob, AlleleScorer, StrandView, geometry, score_allele_naive, trim_alleles, window_step
 
 from score_helpers import DOWNSTREAM, WINDOW
@@ -81,31 +85,45 @@ def test_geometry_equal_lengths_at_the_contig_end():
 def test_fast_path_equals_full_windows_from_scratch(tmp_path, tiny_model, reverse, batch_size):
     """Batches hold the rows of several split points (their states moved to one position, or at
     one position near a contig start); batch 4 also cuts one point's rows into several batches."""
-    genome = _genome(tmp_path)
+    _check_fast_path(_genome(tmp_path), tiny_model, tiny_model, reverse, batch_size)
+
+
+@pytest.mark.gpu
+@gpu
+def test_gpu_fast_path_on_the_kernels_equals_full_windows(tmp_path, tiny_model):
+    """The same on a GPU: the fast path on the Triton kernels (pooled keys read by index, states
+    moved by shift_state) against full windows on the PyTorch references, fp32."""
+    fast = GenossaLM(replace(tiny_model.config, kernels="triton")).cuda().eval()
+    fast.load_state_dict(tiny_model.state_dict())
+    reference = GenossaLM(replace(tiny_model.config, kernels="naive")).cuda().eval()
+    reference.load_state_dict(tiny_model.state_dict())
+    _check_fast_path(_genome(tmp_path), fast, reference, False, 64)
+
+
+def _check_fast_path(genome: FastaGenome, model: GenossaLM, reference: GenossaLM, reverse: bool, batch_size: int):
     jobs = _jobs(genome)
     view = StrandView(genome, reverse=reverse)
-    scorer = AlleleScorer(tiny_model, window=WINDOW, downstream=DOWNSTREAM, batch_size=batch_size)
+    scorer = AlleleScorer(model, window=WINDOW, downstream=DOWNSTREAM, batch_size=batch_size)
     cuts = _record_batches(scorer)
     fast = scorer.score_strand(view, jobs)
     if batch_size == 64:
         assert max(len(set(c)) for c in cuts) > 1  # a batch of several split points
     compared = 0
     for i, job in enumerate(jobs):
-        slow = score_allele_naive(tiny_model, view, job, window=WINDOW, downstream=DOWNSTREAM)
+        slow = score_allele_naive(reference, view, job, window=WINDOW, downstream=DOWNSTREAM)
         assert fast[i].n == slow.n and fast[i].clipped == slow.clipped, job
         if slow.n == 0:
             assert fast[i].llr is None
             continue
         compared += 1
         assert fast[i].llr == pytest.approx(slow.llr, rel=1e-4, abs=1e-4), job
-        for d in tiny_model.config.mrl_dims:
+        for d in model.config.mrl_dims:
             assert fast[i].cosine[d] == pytest.approx(slow.cosine[d], rel=1e-3, abs=1e-6), (job, d)
             assert fast[i].l2[d] == pytest.approx(slow.l2[d], rel=1e-4, abs=1e-5), (job, d)
     assert compared >= len(jobs) - 2
     # the bundle has scores of both signs and clearly non-zero values: the comparison has teeth
     llrs = [fast[i].llr for i in fast if fast[i].llr is not None]
     assert max(abs(x) for x in llrs) > 0.05
-
 
 
 def _record_batches(scorer: AlleleScorer) -> list[list[int]]:
