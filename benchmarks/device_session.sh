@@ -20,6 +20,7 @@
 #   bash benchmarks/device_session.sh s7bias     # key biases by head: attention GPU tests, attention and layer timing
 #   bash benchmarks/device_session.sh s8attn     # attention kernel variants swept (registers, spills) and timed
 #   bash benchmarks/device_session.sh s8ssd      # score fast path GPU test, SSD backward sweep, whole layer (carry .peers)
+#   bash benchmarks/device_session.sh s8group    # SSD backward with dB / dC per group: tests, sweep, timing, layer (carry .peers)
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
@@ -303,6 +304,16 @@ s8ssd)  # one GPU, ~6 min: score's fast path on the kernels (GPU test), the SSD 
     sed -n '/^== summary/,$p' "$OUT/logs/ssd.log" | cut -c1-200
     timeout 130 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
     echo "   exit $?"; tail -n 9 "$OUT/logs/layer.log"
+    ;;
+s8group)  # one GPU, ~9 min: dB / dC per group in the SSD backward: GPU tests, launch sweep, timing and profile, whole layer (carry .peers)
+    PYTHONSAFEPATH=1 timeout 100 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_ssd_triton.py 2>&1 | tail -n 2
+    PYTHONSAFEPATH=1 timeout 60 python3 -m pytest -q -p no:cacheprovider tests/models/test_model_kernels.py 2>&1 | tail -n 1
+    timeout 330 python3 benchmarks/ssd_bench.py --no-sweep --bwd-sweep --lengths 131072 1048576 \
+        --check-lengths 4096 > "$OUT/logs/ssd.log" 2>&1
+    echo "   exit $?"; sed -n '/^== backward launch/,/chosen/p' "$OUT/logs/ssd.log" | grep -v "^T=" | cut -c1-200
+    sed -n '/^== summary/,$p' "$OUT/logs/ssd.log" | cut -c1-200
+    timeout 150 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
+    echo "   exit $?"; tail -n 8 "$OUT/logs/layer.log"
     ;;
 infer)  # one GPU, ~9 min: SSD per-kernel profile, base inference (profiled, then the job and the bare model), small,
     # score, training steps

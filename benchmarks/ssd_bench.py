@@ -245,8 +245,10 @@ def sweep(ssd_triton_mod, T, configs=SWEEP):
     torch.cuda.empty_cache()
 
 
-BWD_SWEEP = [  # backward launch parameters, timed as forward+backward with importance
-    dict(block_l=b, num_warps=w, use_gram=True) for b, w in [(32, 4), (64, 4), (64, 8), (32, 8), (32, 2), (16, 2)]
+BWD_SWEEP = [  # backward launch parameters, timed as forward+backward with importance (the chunk kernel keeps
+    # 32 positions / 4 warps: 64 positions did not finish compiling in 3 minutes on the H200, session 8)
+    dict(block_l=32, num_warps=4, use_gram=True, group_block_l=gb, group_warps=gw)
+    for gb, gw in [(32, 4), (64, 4), (64, 8), (32, 2)]
 ]
 
 

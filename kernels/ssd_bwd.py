@@ -3,18 +3,20 @@
 Per batch b, head h, chunk c (notation of ssd_fwd.py; G_ts = C_t . B_s, Dcy_ts = exp(acum_t -
 acum_s) for s <= t, dy = dout * silu(z) when gated):
 
-1. `_chunk_dstate_kernel`, grid (NC, B*H): E_c = sum_t exp(acum_t) dy_t C_t^T [P, N], what the
-   chunk's outputs send back to the state before the chunk.
+1. `_chunk_dstate_kernel`, grid (B*H, NC): E_c = sum_t exp(acum_t) dy_t C_t^T [P, N], what the
+   chunk's outputs send back to the state before the chunk; with a gate it also stores dy.
 2. `_state_passing_bwd_kernel`, grid (P*N / BLOCK, B*H): the reverse pass over chunks,
    dH_c = exp(acum_last_c) dH_{c+1} + E_c from dH_NC = d(final state); E_c is overwritten by
    dS_c = dH_{c+1} (the gradient of the state after chunk c) and partial sums of
    exp(acum_last_c) <dH_{c+1}, H_c> (the chunk decay's own gradient) go to `glast`.
    dH_0 is the gradient of the initial state.
-3. `_chunk_bwd_kernel`, grid (NC, B*H): everything inside a chunk. A first pass over source
-   blocks s (inner loop over targets t >= s) gives dx, dB (per head), the direct part of ddt
-   and the column sums of W_ts = (dy_t . x_s) G_ts Dcy_ts dt_s; a second pass over target blocks
-   t (inner loop over s <= t) gives dC (per head) and the row sums of W. Also dz and per-chunk
-   partial sums of dD.
+3. `_chunk_bwd_kernel`, grid (B*H, NC): per head, one pass over source blocks s (inner loop over
+   targets t >= s): dx, dz, the direct part of ddt, partial sums of dD, and the column and row
+   sums of W_ts = (dy_t . x_s) G_ts Dcy_ts dt_s.
+4. `_group_dB_kernel` and `_group_dC_kernel`, grid (B*G, NC * blocks): dB and dC per group, from
+   dG_ts = sum over the group's heads of (dy_t . x_s) Dcy_ts dt_s (the gradient of C B^T) and the
+   chunk states: the products with B and C run once per group instead of once per head, and no
+   per-head [B, T, H, N] buffers exist (fp32: 8.6 GB each at 1M positions and 16 heads).
 
 The decay gradient is assembled by the launcher in torch on [B, T, H] scalars: the gradient of
 acum_t is g_t = rowsum(W)_t - colsum(W)_t (+ the start-state and chunk-state terms, added in
@@ -53,7 +55,7 @@ def _load_dy(dout_ptr, z_ptr, ypre_ptr, offs, mask, HAS_Z: tl.constexpr):
 
 @triton.jit
 def _chunk_dstate_kernel(
-    dout_ptr, z_ptr, ypre_ptr, dt_ptr, A_ptr, C_ptr, dstates_ptr,
+    dout_ptr, z_ptr, ypre_ptr, dt_ptr, A_ptr, C_ptr, dstates_ptr, dy_ptr,
     T, H, P, N, heads_per_group,
     stride_x_b, stride_x_t, stride_x_h,
     stride_dt_b, stride_dt_t, stride_dt_h,
@@ -62,7 +64,8 @@ def _chunk_dstate_kernel(
     CHUNK: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
     HAS_Z: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
-    """dout, z, ypre share x's strides."""
+    """dout, z, ypre, dy share x's strides. With a gate z, dy = dout * silu(z) is also stored (in
+    x's dtype) for the other kernels' products."""
     bh = tl.program_id(0)
     c = tl.program_id(1)
     b = bh // H
@@ -83,7 +86,10 @@ def _chunk_dstate_kernel(
         carry += tl.sum(a, axis=0)
         # [BP, BL] dy transposed
         offs_T = xoff + (t0 + offs_l)[None, :] * stride_x_t + offs_p[:, None]
-        dyT, _ = _load_dy(dout_ptr, z_ptr, ypre_ptr, offs_T, mask_l[None, :] & (offs_p[:, None] < P), HAS_Z)
+        mask_T = mask_l[None, :] & (offs_p[:, None] < P)
+        dyT, _ = _load_dy(dout_ptr, z_ptr, ypre_ptr, offs_T, mask_T, HAS_Z)
+        if HAS_Z:
+            tl.store(dy_ptr + offs_T, dyT.to(dy_ptr.dtype.element_ty), mask=mask_T)
         # [BL, BN]
         C_l = tl.load(
             C_ptr + (t0 + offs_l)[:, None] * stride_B_t + offs_n[None, :],
@@ -144,20 +150,21 @@ def _state_passing_bwd_kernel(
 
 @triton.jit
 def _chunk_bwd_kernel(
-    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, ypre_ptr, dout_ptr, starts_ptr, dS_ptr, cb_ptr,
-    dx_ptr, dz_ptr, dB_ptr, dC_ptr, ddt_ptr, grow_ptr, gcol_ptr, vsum_ptr, dD_ptr,
+    x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, ypre_ptr, dout_ptr, dy_ptr, dS_ptr, cb_ptr,
+    dx_ptr, dz_ptr, ddt_ptr, grow_ptr, gcol_ptr, vsum_ptr, dD_ptr,
     T, H, P, N, G, heads_per_group, NC,
     stride_x_b, stride_x_t, stride_x_h,
     stride_dt_b, stride_dt_t, stride_dt_h,
     stride_B_b, stride_B_t, stride_B_g,
     stride_s_b, stride_s_c, stride_s_h,
-    stride_dB_b, stride_dB_t, stride_dB_h,
     CHUNK: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
-    HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_GRAM: tl.constexpr, DOT_PREC: tl.constexpr,
+    NB: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_GRAM: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
-    """x, z, ypre, dout, dx, dz share x's strides; B, C share B's; dB, dC are per head
-    [B, T, H, N] fp32; dt, ddt, grow, gcol share dt's strides ([B, T, H]); vsum, dD are [B*H, NC];
-    with HAS_GRAM, cb is C B^T per chunk and group ([B, NC, G, CHUNK, CHUNK] fp32)."""
+    """Per head: dx, dz, the direct part of ddt, the column and row sums of W (gcol, grow: the
+    state-before-the-chunk part of grow comes from _group_dC_kernel) and partial sums of dD.
+    x, z, ypre, dout, dy, dx, dz share x's strides; B, C share B's; dt, ddt, grow, gcol share dt's
+    strides ([B, T, H]); vsum, dD are [B*H, NC]; with HAS_GRAM, cb is C B^T per chunk and group
+    ([B, NC, G, CHUNK, CHUNK] fp32). NB: a power of two >= the blocks per chunk."""
     bh = tl.program_id(0)
     c = tl.program_id(1)
     b = bh // H
@@ -169,7 +176,6 @@ def _chunk_bwd_kernel(
     dt_ptr += dtoff
     B_ptr += b * stride_B_b + g * stride_B_g
     C_ptr += b * stride_B_b + g * stride_B_g
-    dBoff = b * stride_dB_b + h * stride_dB_h
     A_h = tl.load(A_ptr + h).to(tl.float32)
     dtype = x_ptr.dtype.element_ty
     cb_ptr += ((b * NC + c) * G + g) * CHUNK * CHUNK
@@ -177,6 +183,7 @@ def _chunk_bwd_kernel(
     offs_p = tl.arange(0, BLOCK_P)
     offs_n = tl.arange(0, BLOCK_N)
     offs_b = tl.arange(0, BLOCK_L)
+    offs_blk = tl.arange(0, NB)
     mask_pn = (offs_p[:, None] < P) & (offs_n[None, :] < N)
     soff = b * stride_s_b + c * stride_s_c + h * stride_s_h + offs_p[:, None] * N + offs_n[None, :]
     # [BP, BN] gradient of the state after the chunk
@@ -185,10 +192,12 @@ def _chunk_bwd_kernel(
     if HAS_D:
         D_h = tl.load(D_ptr + h).to(tl.float32)
 
-    # pass 1: source blocks s; inner loop over target blocks t >= s
+    # source blocks s; inner loop over target blocks t >= s. grow_t (row sums of W over s) gathers
+    # across source blocks: row mb // BLOCK_L of grow_acc [NB, BL]
     vsum = 0.0
     dD_acc = 0.0
     carry_k = 0.0
+    grow_acc = tl.zeros((NB, BLOCK_L), dtype=tl.float32)
     for kb in range(0, CHUNK, BLOCK_L):
         offs_k = kb + offs_b
         dt_k, a_k, acum_k, mask_k = _load_dt_block(dt_ptr, stride_dt_t, offs_k, t0, T, CHUNK, A_h, carry_k)
@@ -205,8 +214,6 @@ def _chunk_bwd_kernel(
         dec_k = tl.exp(a_total - acum_k)
         bds = tl.dot(B_k, tl.trans(dS), input_precision=DOT_PREC)  # [BL, BP]
         dx_acc = bds * (dt_k * dec_k)[:, None]
-        xds = tl.dot(x_k, dS, input_precision=DOT_PREC)  # [BL, BN]
-        dB_acc = xds * (dt_k * dec_k)[:, None]
         ddt_acc = tl.sum(x_k.to(tl.float32) * bds, axis=1) * dec_k
         v = ddt_acc * dt_k
         vsum += tl.sum(v, axis=0)
@@ -217,30 +224,29 @@ def _chunk_bwd_kernel(
             offs_m = mb + offs_b
             dt_m, a_m, acum_m, mask_m = _load_dt_block(dt_ptr, stride_dt_t, offs_m, t0, T, CHUNK, A_h, carry_m)
             carry_m += tl.sum(a_m, axis=0)
-            # [BL, BN]
-            C_m = tl.load(
-                C_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_n[None, :],
-                mask=mask_m[:, None] & (offs_n[None, :] < N), other=0.0,
-            )
-            mx_offs = xoff + (t0 + offs_m)[:, None] * stride_x_t + offs_p[None, :]
-            # [BL, BP]
-            dy_m, _ = _load_dy(dout_ptr, z_ptr, ypre_ptr, mx_offs, mask_m[:, None] & (offs_p[None, :] < P), HAS_Z)
-            dy_mc = dy_m.to(dtype)
+            # [BL, BP] dy (gated: stored by _chunk_dstate_kernel)
+            dy_mc = tl.load(dy_ptr + xoff + (t0 + offs_m)[:, None] * stride_x_t + offs_p[None, :],
+                            mask=mask_m[:, None] & (offs_p[None, :] < P), other=0.0).to(dtype)
             causal = offs_m[:, None] >= offs_k[None, :]
             dcy = tl.exp(tl.where(causal, acum_m[:, None] - acum_k[None, :], -float("inf")))
             # [BL(t), BL(s)]
             if HAS_GRAM:
                 gd = _load_gram(cb_ptr, offs_m, offs_k, CHUNK) * dcy
             else:
+                # [BL, BN]
+                C_m = tl.load(
+                    C_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_n[None, :],
+                    mask=mask_m[:, None] & (offs_n[None, :] < N), other=0.0,
+                )
                 gd = tl.dot(C_m, tl.trans(B_k), input_precision=DOT_PREC) * dcy
             dm = tl.dot(dy_mc, tl.trans(x_k), input_precision=DOT_PREC)
             mm = gd * dt_k[None, :]
             dx_acc += tl.dot(tl.trans(mm.to(dtype)), dy_mc, input_precision=DOT_PREC)
-            dg = dm * dcy * dt_k[None, :]
-            dB_acc += tl.dot(tl.trans(dg.to(dtype)), C_m, input_precision=DOT_PREC)
             dmgd = dm * gd
             ddt_acc += tl.sum(dmgd, axis=0)
-            gcol += tl.sum(dmgd * dt_k[None, :], axis=0)
+            w = dmgd * dt_k[None, :]
+            gcol += tl.sum(w, axis=0)
+            grow_acc += tl.where((offs_blk == mb // BLOCK_L)[:, None], tl.sum(w, axis=1)[None, :], 0.0)
 
         # [BL, BP] this block's own dy: the skip D and the gate
         dy_k, dz_k = _load_dy(dout_ptr, z_ptr, ypre_ptr, kx_offs, mask_kx, HAS_Z)
@@ -250,10 +256,6 @@ def _chunk_bwd_kernel(
         if HAS_Z:
             tl.store(dz_ptr + kx_offs, dz_k.to(dz_ptr.dtype.element_ty), mask=mask_kx)
         tl.store(dx_ptr + kx_offs, dx_acc.to(dx_ptr.dtype.element_ty), mask=mask_kx)
-        tl.store(
-            dB_ptr + dBoff + (t0 + offs_k)[:, None] * stride_dB_t + offs_n[None, :], dB_acc,
-            mask=mask_k[:, None] & (offs_n[None, :] < N),
-        )
         k_offs = dtoff + (t0 + offs_k) * stride_dt_t
         tl.store(ddt_ptr + k_offs, ddt_acc, mask=mask_k)
         tl.store(gcol_ptr + k_offs, gcol, mask=mask_k)
@@ -261,65 +263,162 @@ def _chunk_bwd_kernel(
     tl.store(vsum_ptr + bh * NC + c, vsum)
     if HAS_D:
         tl.store(dD_ptr + bh * NC + c, dD_acc)
+    pos = offs_blk[:, None] * BLOCK_L + offs_b[None, :]
+    tl.store(grow_ptr + dtoff + (t0 + pos) * stride_dt_t, grow_acc, mask=(pos < CHUNK) & (t0 + pos < T))
 
-    # pass 2: target blocks t; inner loop over source blocks s <= t
-    # [BP, BN] state before the chunk
-    start = tl.load(starts_ptr + soff, mask=mask_pn, other=0.0).to(dtype)
-    carry_m = 0.0
-    for mb in range(0, CHUNK, BLOCK_L):
-        offs_m = mb + offs_b
-        dt_m, a_m, acum_m, mask_m = _load_dt_block(dt_ptr, stride_dt_t, offs_m, t0, T, CHUNK, A_h, carry_m)
-        carry_m += tl.sum(a_m, axis=0)
+
+@triton.jit
+def _group_dB_kernel(
+    x_ptr, dt_ptr, acum_ptr, C_ptr, dy_ptr, dS_ptr, dG_ptr, dB_ptr,
+    T, H, P, N, G, heads_per_group, NC, LP,
+    stride_x_b, stride_x_t, stride_x_h,
+    stride_dt_b, stride_dt_t, stride_dt_h,
+    stride_B_b, stride_B_t, stride_B_g,
+    stride_s_b, stride_s_c, stride_s_h,
+    stride_o_b, stride_o_t, stride_o_g,
+    CHUNK: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
+    """dB of one block of source positions s of one chunk and group, summed over the group's heads,
+    grid (B*G, NC * blocks per chunk): the chunk state's part sum_h exp(a_total - acum_s) dt_s x_s dS^T
+    and the intra-chunk part sum_t dG_ts C_t, with dG_ts = sum_h (dy_t . x_s) exp(acum_t - acum_s)
+    dt_s for t >= s (the gradient of C B^T), summed over the heads before its product with C (one
+    product per group, not per head) and stored [B, NC, G, CHUNK, CHUNK] fp32 for _group_dC_kernel.
+    x, dy share x's strides; C and dB (fp32) have theirs; acum [B, LP, H] fp32 contiguous
+    (the chunk-local cumulative sum of dt * A, LP = NC * CHUNK)."""
+    bg = tl.program_id(0)
+    cj = tl.program_id(1)
+    nb = tl.cdiv(CHUNK, BLOCK_L)
+    c = cj // nb
+    s0 = (cj % nb) * BLOCK_L
+    b = bg // G
+    g = bg % G
+    t0 = c * CHUNK
+    dtype = x_ptr.dtype.element_ty
+    offs_b = tl.arange(0, BLOCK_L)
+    offs_p = tl.arange(0, BLOCK_P)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_s = s0 + offs_b
+    in_s = offs_s < CHUNK
+    mask_s = in_s & (t0 + offs_s < T)
+    mask_sp = mask_s[:, None] & (offs_p[None, :] < P)
+    acum_base = acum_ptr + (b * LP + t0) * H
+    # [BL, BN]
+    acc = tl.zeros((BLOCK_L, BLOCK_N), dtype=tl.float32)
+    for hh in range(0, heads_per_group):
+        h = g * heads_per_group + hh
+        dt_s = tl.load(dt_ptr + b * stride_dt_b + h * stride_dt_h + (t0 + offs_s) * stride_dt_t, mask=mask_s,
+                       other=0.0).to(tl.float32)
+        acum_s = tl.load(acum_base + offs_s * H + h, mask=in_s, other=0.0)
+        a_total = tl.load(acum_base + (CHUNK - 1) * H + h)
+        x_s = tl.load(x_ptr + b * stride_x_b + h * stride_x_h + (t0 + offs_s)[:, None] * stride_x_t + offs_p[None, :],
+                      mask=mask_sp, other=0.0)
+        # [BP, BN]
+        dS = tl.load(dS_ptr + b * stride_s_b + c * stride_s_c + h * stride_s_h + offs_p[:, None] * N + offs_n[None, :],
+                     mask=(offs_p[:, None] < P) & (offs_n[None, :] < N), other=0.0).to(dtype)
+        acc += tl.dot(x_s, dS, input_precision=DOT_PREC) * (dt_s * tl.exp(a_total - acum_s))[:, None]
+    dG_base = dG_ptr + ((b * NC + c) * G + g) * CHUNK * CHUNK
+    for mb in range(s0, CHUNK, BLOCK_L):
+        offs_t = mb + offs_b
+        in_t = offs_t < CHUNK
+        mask_t = in_t & (t0 + offs_t < T)
+        ok = (offs_t[:, None] >= offs_s[None, :]) & mask_t[:, None] & mask_s[None, :]
+        # [BL(t), BL(s)]
+        dG = tl.zeros((BLOCK_L, BLOCK_L), dtype=tl.float32)
+        for hh in range(0, heads_per_group):
+            h = g * heads_per_group + hh
+            xh = b * stride_x_b + h * stride_x_h
+            dt_s = tl.load(dt_ptr + b * stride_dt_b + h * stride_dt_h + (t0 + offs_s) * stride_dt_t, mask=mask_s,
+                           other=0.0).to(tl.float32)
+            acum_s = tl.load(acum_base + offs_s * H + h, mask=in_s, other=0.0)
+            acum_t = tl.load(acum_base + offs_t * H + h, mask=in_t, other=0.0)
+            x_s = tl.load(x_ptr + xh + (t0 + offs_s)[:, None] * stride_x_t + offs_p[None, :], mask=mask_sp, other=0.0)
+            dy_t = tl.load(dy_ptr + xh + (t0 + offs_t)[:, None] * stride_x_t + offs_p[None, :],
+                           mask=mask_t[:, None] & (offs_p[None, :] < P), other=0.0).to(dtype)
+            dm = tl.dot(dy_t, tl.trans(x_s), input_precision=DOT_PREC)
+            dcy = tl.exp(tl.where(ok, acum_t[:, None] - acum_s[None, :], -float("inf")))
+            dG += dm * dcy * dt_s[None, :]
+        tl.store(dG_base + offs_t[:, None] * CHUNK + offs_s[None, :], dG, mask=in_t[:, None] & in_s[None, :])
         # [BL, BN]
-        C_m = tl.load(
-            C_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_n[None, :],
-            mask=mask_m[:, None] & (offs_n[None, :] < N), other=0.0,
-        )
-        mx_offs = xoff + (t0 + offs_m)[:, None] * stride_x_t + offs_p[None, :]
-        # [BL, BP]
-        dy_m, _ = _load_dy(dout_ptr, z_ptr, ypre_ptr, mx_offs, mask_m[:, None] & (offs_p[None, :] < P), HAS_Z)
-        dy_mc = dy_m.to(dtype)
-        # through the state before the chunk: y_t += exp(acum_t) H_c C_t
-        dC_acc = tl.dot(dy_mc, start, input_precision=DOT_PREC) * tl.exp(acum_m)[:, None]  # [BL, BN]
-        grow = tl.sum(dC_acc * C_m.to(tl.float32), axis=1)
-        carry_k = 0.0
-        for kb in range(0, mb + BLOCK_L, BLOCK_L):
-            offs_k = kb + offs_b
-            dt_k, a_k, acum_k, mask_k = _load_dt_block(dt_ptr, stride_dt_t, offs_k, t0, T, CHUNK, A_h, carry_k)
-            carry_k += tl.sum(a_k, axis=0)
-            # [BL, BP]
-            x_k = tl.load(
-                x_ptr + xoff + (t0 + offs_k)[:, None] * stride_x_t + offs_p[None, :],
-                mask=mask_k[:, None] & (offs_p[None, :] < P), other=0.0,
-            )
-            # [BL, BN]
-            B_k = tl.load(
-                B_ptr + (t0 + offs_k)[:, None] * stride_B_t + offs_n[None, :],
-                mask=mask_k[:, None] & (offs_n[None, :] < N), other=0.0,
-            )
-            causal = offs_m[:, None] >= offs_k[None, :]
-            dcy = tl.exp(tl.where(causal, acum_m[:, None] - acum_k[None, :], -float("inf")))
-            dm = tl.dot(dy_mc, tl.trans(x_k), input_precision=DOT_PREC)
-            dg = dm * dcy * dt_k[None, :]
-            dC_acc += tl.dot(dg.to(dtype), B_k, input_precision=DOT_PREC)
-            if HAS_GRAM:
-                gb = _load_gram(cb_ptr, offs_m, offs_k, CHUNK)
-            else:
-                gb = tl.dot(C_m, tl.trans(B_k), input_precision=DOT_PREC)
-            grow += tl.sum(dg * gb, axis=1)
-        tl.store(
-            dC_ptr + dBoff + (t0 + offs_m)[:, None] * stride_dB_t + offs_n[None, :], dC_acc,
-            mask=mask_m[:, None] & (offs_n[None, :] < N),
-        )
-        tl.store(grow_ptr + dtoff + (t0 + offs_m) * stride_dt_t, grow, mask=mask_m)
+        C_t = tl.load(C_ptr + b * stride_B_b + g * stride_B_g + (t0 + offs_t)[:, None] * stride_B_t + offs_n[None, :],
+                      mask=mask_t[:, None] & (offs_n[None, :] < N), other=0.0)
+        acc += tl.dot(tl.trans(dG.to(dtype)), C_t, input_precision=DOT_PREC)
+    tl.store(dB_ptr + b * stride_o_b + g * stride_o_g + (t0 + offs_s)[:, None] * stride_o_t + offs_n[None, :], acc,
+             mask=mask_s[:, None] & (offs_n[None, :] < N))
+
+
+@triton.jit
+def _group_dC_kernel(
+    acum_ptr, B_ptr, C_ptr, dy_ptr, starts_ptr, dG_ptr, dC_ptr, grow_ptr,
+    T, H, P, N, G, heads_per_group, NC, LP,
+    stride_x_b, stride_x_t, stride_x_h,
+    stride_dt_b, stride_dt_t, stride_dt_h,
+    stride_B_b, stride_B_t, stride_B_g,
+    stride_s_b, stride_s_c, stride_s_h,
+    stride_o_b, stride_o_t, stride_o_g,
+    CHUNK: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
+    DOT_PREC: tl.constexpr,
+):
+    """dC of one block of target positions t of one chunk and group, summed over the group's heads,
+    grid (B*G, NC * blocks per chunk): sum_h exp(acum_t) dy_t H_c (the state before the chunk) and
+    sum_{s <= t} dG_ts B_s (dG from _group_dB_kernel). Per head, the state part's row sums
+    with C_t are the state part of grow, stored to grow ([B, T, H], dt's strides)."""
+    bg = tl.program_id(0)
+    cj = tl.program_id(1)
+    nb = tl.cdiv(CHUNK, BLOCK_L)
+    c = cj // nb
+    m0 = (cj % nb) * BLOCK_L
+    b = bg // G
+    g = bg % G
+    t0 = c * CHUNK
+    dtype = dy_ptr.dtype.element_ty
+    offs_b = tl.arange(0, BLOCK_L)
+    offs_p = tl.arange(0, BLOCK_P)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_t = m0 + offs_b
+    in_t = offs_t < CHUNK
+    mask_t = in_t & (t0 + offs_t < T)
+    mask_tn = mask_t[:, None] & (offs_n[None, :] < N)
+    acum_base = acum_ptr + (b * LP + t0) * H
+    gb_off = b * stride_B_b + g * stride_B_g
+    # [BL, BN]
+    C_t = tl.load(C_ptr + gb_off + (t0 + offs_t)[:, None] * stride_B_t + offs_n[None, :], mask=mask_tn,
+                  other=0.0).to(tl.float32)
+    acc = tl.zeros((BLOCK_L, BLOCK_N), dtype=tl.float32)
+    for hh in range(0, heads_per_group):
+        h = g * heads_per_group + hh
+        acum_t = tl.load(acum_base + offs_t * H + h, mask=in_t, other=0.0)
+        dy_t = tl.load(dy_ptr + b * stride_x_b + h * stride_x_h + (t0 + offs_t)[:, None] * stride_x_t + offs_p[None, :],
+                       mask=mask_t[:, None] & (offs_p[None, :] < P), other=0.0).to(dtype)
+        # [BP, BN] state before the chunk
+        start = tl.load(starts_ptr + b * stride_s_b + c * stride_s_c + h * stride_s_h + offs_p[:, None] * N
+                        + offs_n[None, :], mask=(offs_p[:, None] < P) & (offs_n[None, :] < N), other=0.0).to(dtype)
+        part = tl.dot(dy_t, start, input_precision=DOT_PREC) * tl.exp(acum_t)[:, None]
+        acc += part
+        tl.store(grow_ptr + b * stride_dt_b + h * stride_dt_h + (t0 + offs_t) * stride_dt_t,
+                 tl.sum(part * C_t, axis=1), mask=mask_t)
+    dG_base = dG_ptr + ((b * NC + c) * G + g) * CHUNK * CHUNK
+    for kb in range(0, m0 + BLOCK_L, BLOCK_L):
+        offs_s = kb + offs_b
+        in_s = offs_s < CHUNK
+        # [BL(t), BL(s)]: zero above the diagonal and past the chunk or T (written so)
+        dG = tl.load(dG_base + offs_t[:, None] * CHUNK + offs_s[None, :], mask=in_t[:, None] & in_s[None, :],
+                     other=0.0)
+        # [BL, BN]
+        B_s = tl.load(B_ptr + gb_off + (t0 + offs_s)[:, None] * stride_B_t + offs_n[None, :],
+                      mask=(in_s & (t0 + offs_s < T))[:, None] & (offs_n[None, :] < N), other=0.0)
+        acc += tl.dot(dG.to(dtype), B_s, input_precision=DOT_PREC)
+    tl.store(dC_ptr + b * stride_o_b + g * stride_o_g + (t0 + offs_t)[:, None] * stride_o_t + offs_n[None, :], acc,
+             mask=mask_tn)
 
 
 def ssd_bwd(dout, dfinal, x, dt, A, B, C, D, z, y_pre, starts, decay, chunk_size, has_initial, *,
-            block_l=None, num_warps=4, use_gram=True):
+            block_l=None, num_warps=4, use_gram=True, group_block_l=None, group_warps=None):
     """Gradients of the chunked SSD. Inputs as saved by ssd_fwd (contiguous). dfinal may be None.
 
     Returns (dx, ddt, dA, dB, dC, dD, dz, dinitial) with None for absent D / z / initial state;
     dB, dC are summed over the heads of each group; ddt, dA, dD, dinitial are fp32.
+    group_block_l / group_warps: launch parameters of the dB / dC kernels (default: block_l, num_warps).
     """
     bsz, T, H, P = x.shape
     G, N = B.shape[2], B.shape[3]
@@ -335,8 +434,9 @@ def ssd_bwd(dout, dfinal, x, dt, A, B, C, D, z, y_pre, starts, decay, chunk_size
     dstates = _empty(like=starts)
     zz = z if has_z else x
     yp = y_pre if has_z else x
+    dy = _empty(like=x) if has_z else dout  # dout * silu(z), stored by the first kernel
     _chunk_dstate_kernel[grid](
-        dout, zz, yp, dt, A, C, dstates,
+        dout, zz, yp, dt, A, C, dstates, dy,
         T, H, P, N, H // G,
         x.stride(0), x.stride(1), x.stride(2),
         dt.stride(0), dt.stride(1), dt.stride(2),
@@ -360,29 +460,49 @@ def ssd_bwd(dout, dfinal, x, dt, A, B, C, D, z, y_pre, starts, decay, chunk_size
     cb = chunk_gram(C, B, chunk_size, block_l=BLOCK_L) if use_gram else None
     dx = _empty(like=x)
     dz = _empty(like=z) if has_z else None
-    dB_h = _empty(bsz, T, H, N, device=dev, dtype=f32)
-    dC_h = _empty(bsz, T, H, N, device=dev, dtype=f32)
     ddt = _empty(bsz, T, H, device=dev, dtype=f32)
     grow = _empty(bsz, T, H, device=dev, dtype=f32)
+    grow_state = _empty(bsz, T, H, device=dev, dtype=f32)
     gcol = _empty(bsz, T, H, device=dev, dtype=f32)
     vsum = _empty(bsz * H, NC, device=dev, dtype=f32)
     dD_part = _empty(bsz * H, NC, device=dev, dtype=f32) if D is not None else None
     _chunk_bwd_kernel[grid](
-        x, dt, A, B, C, D if D is not None else A, zz, yp, dout, starts, dstates, cb if cb is not None else vsum,
-        dx, dz if has_z else dx, dB_h, dC_h, ddt, grow, gcol, vsum, dD_part if dD_part is not None else vsum,
+        x, dt, A, B, C, D if D is not None else A, zz, yp, dout, dy, dstates, cb if cb is not None else vsum,
+        dx, dz if has_z else dx, ddt, grow, gcol, vsum, dD_part if dD_part is not None else vsum,
         T, H, P, N, G, H // G, NC,
         x.stride(0), x.stride(1), x.stride(2),
         dt.stride(0), dt.stride(1), dt.stride(2),
         B.stride(0), B.stride(1), B.stride(2),
         starts.stride(0), starts.stride(1), starts.stride(2),
-        dB_h.stride(0), dB_h.stride(1), dB_h.stride(2),
         CHUNK=chunk_size, BLOCK_L=BLOCK_L, BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N,
+        NB=triton.next_power_of_2(triton.cdiv(chunk_size, BLOCK_L)),
         HAS_D=D is not None, HAS_Z=has_z, HAS_GRAM=use_gram, DOT_PREC=prec,
         num_warps=num_warps, num_stages=stages,
     )
+    # dB, dC per group (summed over its heads inside the kernels): the chunk-local cumulative decay
+    LP = NC * chunk_size
+    a = torch.nn.functional.pad(dt.to(f32) * A.to(f32), (0, 0, 0, LP - T))
+    acum = a.view(bsz, NC, chunk_size, H).cumsum(2).view(bsz, LP, H)
+    dG = _empty(bsz, NC, G, chunk_size, chunk_size, device=dev, dtype=f32)
+    dB = _empty(bsz, T, G, N, device=dev, dtype=f32)
+    dC = _empty(bsz, T, G, N, device=dev, dtype=f32)
+    GROUP_L, group_stages = _launch_params(x.dtype, chunk_size, group_block_l or BLOCK_L)
+    group_grid = (bsz * G, NC * triton.cdiv(chunk_size, GROUP_L))
+    group_args = (
+        T, H, P, N, G, H // G, NC, LP,
+        x.stride(0), x.stride(1), x.stride(2),
+        dt.stride(0), dt.stride(1), dt.stride(2),
+        B.stride(0), B.stride(1), B.stride(2),
+        starts.stride(0), starts.stride(1), starts.stride(2),
+        dB.stride(0), dB.stride(1), dB.stride(2),
+    )
+    group_kw = dict(CHUNK=chunk_size, BLOCK_L=GROUP_L, BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N, DOT_PREC=prec,
+                    num_warps=group_warps or num_warps, num_stages=group_stages)
+    _group_dB_kernel[group_grid](x, dt, acum, C, dy, dstates, dG, dB, *group_args, **group_kw)
+    _group_dC_kernel[group_grid](acum, B, C, dy, starts, dG, dC, grow_state, *group_args, **group_kw)
     # decay gradient: d acum_t = grow_t - gcol_t; d a_l = sum_{t >= l in chunk} d acum_t + the
     # chunk-level terms (every a_l of the chunk enters acum_last)
-    g = grow - gcol
+    g = grow + grow_state - gcol
     pad = NC * chunk_size - T
     if pad:
         g = torch.nn.functional.pad(g, (0, 0, 0, pad))
@@ -394,9 +514,4 @@ def ssd_bwd(dout, dfinal, x, dt, A, B, C, D, z, y_pre, starts, decay, chunk_size
     ddt = ddt + da * A.to(f32)
     dA = (da * dtf).sum((0, 1))
     dD = dD_part.view(bsz, H, NC).sum((0, 2)) if D is not None else None
-    if G != H:
-        dB = dB_h.view(bsz, T, G, H // G, N).sum(3)
-        dC = dC_h.view(bsz, T, G, H // G, N).sum(3)
-    else:
-        dB, dC = dB_h, dC_h
     return dx, ddt, dA, dB, dC, dD, dz, dinit

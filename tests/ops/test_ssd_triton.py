@@ -166,3 +166,12 @@ def test_launch_configs_agree(monkeypatch, use_gram):
     inp = make_inputs(100, torch.float32, seed=9, groups=1)
     check_forward(inp, 64, torch.float32)
     check_gradients(inp, 64, torch.float32)
+
+
+@pytest.mark.parametrize("group_block_l,group_warps", [(64, 4), (16, 2)])
+def test_group_kernels_own_block_size(monkeypatch, group_block_l, group_warps):
+    """The dB / dC kernels (summed over a group's heads) on blocks of their own size, other than the
+    per-head kernel's 32: fp16, two groups of two heads, a chunk of 96 (no power of two)."""
+    cfg = dict(block_l=32, num_warps=4, use_gram=True, group_block_l=group_block_l, group_warps=group_warps)
+    monkeypatch.setitem(ssd_triton_mod.KERNEL_CONFIG, "bwd", cfg)
+    check_gradients(make_inputs(150, torch.float16, seed=12), 96, torch.float16)
