@@ -21,6 +21,7 @@
 #   bash benchmarks/device_session.sh s8attn     # attention kernel variants swept (registers, spills) and timed
 #   bash benchmarks/device_session.sh s8ssd      # score fast path GPU test, SSD backward sweep, whole layer (carry .peers)
 #   bash benchmarks/device_session.sh s8group    # SSD backward with dB / dC per group: tests, sweep, timing, layer (carry .peers)
+#   bash benchmarks/device_session.sh s8train    # GPU tests of the SSD and model kernels, training steps small and base
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
@@ -314,6 +315,12 @@ s8group)  # one GPU, ~9 min: dB / dC per group in the SSD backward: GPU tests, l
     sed -n '/^== summary/,$p' "$OUT/logs/ssd.log" | cut -c1-200
     timeout 150 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
     echo "   exit $?"; tail -n 8 "$OUT/logs/layer.log"
+    ;;
+s8train)  # one GPU, ~5 min: the SSD backward's kept launch setting in the GPU tests, training steps (small, base)
+    PYTHONSAFEPATH=1 timeout 100 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_ssd_triton.py 2>&1 | tail -n 2
+    PYTHONSAFEPATH=1 timeout 60 python3 -m pytest -q -p no:cacheprovider tests/models/test_model_kernels.py 2>&1 | tail -n 1
+    timeout 90 python3 benchmarks/model_step.py --preset small --lengths 131072 2>&1 | tail -n 2
+    timeout 120 python3 benchmarks/model_step.py --preset base --lengths 131072 --checkpointing 6 2>&1 | tail -n 2
     ;;
 infer)  # one GPU, ~9 min: SSD per-kernel profile, base inference (profiled, then the job and the bare model), small,
     # score, training steps
