@@ -114,6 +114,15 @@ def test_forward_fp16():
     check_forward(make_inputs(63, torch.float16, seed=3), 32, torch.float16)
 
 
+def test_importance_after_steps_that_wipe_the_state():
+    """Steps whose decay dt * A is below -60 (a state reset): the importance's decays of such
+    blocks are taken directly; elsewhere they reuse y's (a clamp alone would be off by O(1) here)."""
+    inp = make_inputs(100, torch.float32, seed=13)
+    inp["dt"][:, 37] = 50.0  # dt * A from -5 to -105 over the heads
+    inp["dt"][:, 70, 1] = 35.0
+    check_forward(inp, 32, torch.float32)
+
+
 def test_importance_does_not_change_outputs():
     inp = make_inputs(63, torch.float32, seed=4)
     y1, f1 = ssd_triton_mod.ssd_triton(**inp, chunk_size=32, return_final_state=True)
