@@ -22,7 +22,7 @@
 #   bash benchmarks/device_session.sh s8ssd      # score fast path GPU test, SSD backward sweep, whole layer (carry .peers)
 #   bash benchmarks/device_session.sh s8group    # SSD backward with dB / dC per group: tests, sweep, timing, layer (carry .peers)
 #   bash benchmarks/device_session.sh s8train    # GPU tests of the SSD and model kernels, training steps small and base
-#   bash benchmarks/device_session.sh s8fwd      # SSD forward (importance decays from y's): all SSD tests on the GPU, timing
+#   bash benchmarks/device_session.sh s8fwd      # all SSD tests on the GPU, SSD timing
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
@@ -323,7 +323,7 @@ s8train)  # one GPU, ~5 min: the SSD backward's kept launch setting in the GPU t
     timeout 90 python3 benchmarks/model_step.py --preset small --lengths 131072 2>&1 | tail -n 2
     timeout 120 python3 benchmarks/model_step.py --preset base --lengths 131072 --checkpointing 6 2>&1 | tail -n 2
     ;;
-s8fwd)  # one GPU, ~4 min: the SSD forward's importance decays from y's: SSD tests on the GPU (all), timing (carry .peers)
+s8fwd)  # one GPU, ~4 min: SSD tests on the GPU (all, not only -m gpu), SSD timing (carry .peers)
     PYTHONSAFEPATH=1 timeout 150 python3 -m pytest -q -p no:cacheprovider tests/ops/test_ssd_triton.py 2>&1 | tail -n 2
     timeout 200 python3 benchmarks/ssd_bench.py --no-sweep --no-profile --lengths 131072 1048576 \
         --check-lengths 4096 > "$OUT/logs/ssd.log" 2>&1

@@ -311,12 +311,6 @@ def _chunk_scan_fwd_kernel(
         if IMPORTANCE:
             B_full = tl.load(B_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_nf[None, :], mask=mask_mn, other=0.0)
 
-    if IMPORTANCE:
-        # exp(acum_{t-1} - acum_s) = exp(acum_t - acum_s) * exp(-a_t): w's decays reuse y's exponentials,
-        # unless a row's own step decays by more than e^-60 (then exp(acum_t - acum_s) may underflow
-        # where the other does not): such a block takes them directly
-        exact_prev = tl.min(tl.where(mask_m, a_m, 0.0), axis=0) < -60.0
-        undo_m = tl.exp(-tl.maximum(a_m, -60.0))
     carry_k = 0.0
     for kb in range(0, m0 + BLOCK_L, BLOCK_L):
         offs_k = kb + offs_b
@@ -344,10 +338,7 @@ def _chunk_scan_fwd_kernel(
         if IMPORTANCE:
             # w_t += sum_{s<t} (B_t . B_s) exp(acum_{t-1} - acum_s) dt_s x_s
             strict = offs_m[:, None] > offs_k[None, :]
-            if exact_prev:
-                decay_prev = tl.exp(tl.where(strict, acum_prev_m[:, None] - acum_k[None, :], -float("inf"))) * dt_k[None, :]
-            else:
-                decay_prev = tl.where(strict, decay * undo_m[:, None], 0.0)
+            decay_prev = tl.exp(tl.where(strict, acum_prev_m[:, None] - acum_k[None, :], -float("inf"))) * dt_k[None, :]
             if HAS_GRAM:
                 bb = _load_gram(bb_ptr, offs_m, offs_k, CHUNK)
             else:

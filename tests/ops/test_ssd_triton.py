@@ -115,8 +115,9 @@ def test_forward_fp16():
 
 
 def test_importance_after_steps_that_wipe_the_state():
-    """Steps whose decay dt * A is below -60 (a state reset): the importance's decays of such
-    blocks are taken directly; elsewhere they reuse y's (a clamp alone would be off by O(1) here)."""
+    """Steps whose decay dt * A is below -60 (a state reset): exp(acum_t - acum_s) underflows where
+    exp(acum_{t-1} - acum_s), the importance's decay, does not; a kernel that derived the one from
+    the other (session 8 tried it) would be off by O(1) here."""
     inp = make_inputs(100, torch.float32, seed=13)
     inp["dt"][:, 37] = 50.0  # dt * A from -5 to -105 over the heads
     inp["dt"][:, 70, 1] = 35.0
