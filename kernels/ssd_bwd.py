@@ -268,6 +268,21 @@ def _chunk_bwd_kernel(
 
 
 @triton.jit
+def _group_block(acum_ptr, T, H, G, LP, CHUNK: tl.constexpr, BLOCK_L: tl.constexpr):
+    """Where a program of the group kernels works: batch b, group g, chunk c at t0, its block of
+    positions (first one, all, masks in the chunk / in the chunk and before T) and acum at t0."""
+    nb = tl.cdiv(CHUNK, BLOCK_L)
+    c = tl.program_id(1) // nb
+    first = (tl.program_id(1) % nb) * BLOCK_L
+    b = tl.program_id(0) // G
+    g = tl.program_id(0) % G
+    t0 = c * CHUNK
+    offs = first + tl.arange(0, BLOCK_L)
+    in_chunk = offs < CHUNK
+    return b, g, c, t0, first, offs, in_chunk, in_chunk & (t0 + offs < T), acum_ptr + (b * LP + t0) * H
+
+
+@triton.jit
 def _group_dB_kernel(
     x_ptr, dt_ptr, acum_ptr, C_ptr, dy_ptr, dS_ptr, dG_ptr, dB_ptr,
     T, H, P, N, G, heads_per_group, NC, LP,
@@ -286,23 +301,12 @@ def _group_dB_kernel(
     product per group, not per head) and stored [B, NC, G, CHUNK, CHUNK] fp32 for _group_dC_kernel.
     x, dy share x's strides; C and dB (fp32) have theirs; acum [B, LP, H] fp32 contiguous
     (the chunk-local cumulative sum of dt * A, LP = NC * CHUNK)."""
-    bg = tl.program_id(0)
-    cj = tl.program_id(1)
-    nb = tl.cdiv(CHUNK, BLOCK_L)
-    c = cj // nb
-    s0 = (cj % nb) * BLOCK_L
-    b = bg // G
-    g = bg % G
-    t0 = c * CHUNK
+    b, g, c, t0, s0, offs_s, in_s, mask_s, acum_base = _group_block(acum_ptr, T, H, G, LP, CHUNK, BLOCK_L)
     dtype = x_ptr.dtype.element_ty
     offs_b = tl.arange(0, BLOCK_L)
     offs_p = tl.arange(0, BLOCK_P)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_s = s0 + offs_b
-    in_s = offs_s < CHUNK
-    mask_s = in_s & (t0 + offs_s < T)
     mask_sp = mask_s[:, None] & (offs_p[None, :] < P)
-    acum_base = acum_ptr + (b * LP + t0) * H
     # [BL, BN]
     acc = tl.zeros((BLOCK_L, BLOCK_N), dtype=tl.float32)
     for hh in range(0, heads_per_group):
@@ -363,23 +367,12 @@ def _group_dC_kernel(
     grid (B*G, NC * blocks per chunk): sum_h exp(acum_t) dy_t H_c (the state before the chunk) and
     sum_{s <= t} dG_ts B_s (dG from _group_dB_kernel). Per head, the state part's row sums
     with C_t are the state part of grow, stored to grow ([B, T, H], dt's strides)."""
-    bg = tl.program_id(0)
-    cj = tl.program_id(1)
-    nb = tl.cdiv(CHUNK, BLOCK_L)
-    c = cj // nb
-    m0 = (cj % nb) * BLOCK_L
-    b = bg // G
-    g = bg % G
-    t0 = c * CHUNK
+    b, g, c, t0, m0, offs_t, in_t, mask_t, acum_base = _group_block(acum_ptr, T, H, G, LP, CHUNK, BLOCK_L)
     dtype = dy_ptr.dtype.element_ty
     offs_b = tl.arange(0, BLOCK_L)
     offs_p = tl.arange(0, BLOCK_P)
     offs_n = tl.arange(0, BLOCK_N)
-    offs_t = m0 + offs_b
-    in_t = offs_t < CHUNK
-    mask_t = in_t & (t0 + offs_t < T)
     mask_tn = mask_t[:, None] & (offs_n[None, :] < N)
-    acum_base = acum_ptr + (b * LP + t0) * H
     gb_off = b * stride_B_b + g * stride_B_g
     # [BL, BN]
     C_t = tl.load(C_ptr + gb_off + (t0 + offs_t)[:, None] * stride_B_t + offs_n[None, :], mask=mask_tn,

@@ -22,9 +22,10 @@ KERNEL_CONFIG = {
 }
 """Launch parameters of the forward and backward chunk kernels: block_l (positions per tile, and
 per program of the forward scan), num_warps, use_gram (C B^T once per chunk and group rather than
-per head). benchmarks/ssd_bench.py sweeps them; these were fastest (bf16, 16 heads x 64, d_state
-128, chunk 256, n = 128k; backward on an H100, forward on an H200; benchmarks/RESULTS.md).
-fp32 always takes 32 positions."""
+per head); group_block_l / group_warps for the backward's per-group dB / dC kernels.
+benchmarks/ssd_bench.py sweeps them (`--bwd-sweep` for the backward); these were fastest (bf16,
+16 heads x 64, d_state 128, chunk 256, n = 128k; the per-head backward on an H100, the forward
+and the group kernels on an H200; benchmarks/RESULTS.md). fp32 always takes 32 positions."""
 
 
 def _contig(t: Tensor | None) -> Tensor | None:
