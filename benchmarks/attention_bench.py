@@ -234,7 +234,7 @@ def report_registers():
                     consts = {names[k[0]] if isinstance(k, tuple) else k: v for k, v in kernel.src.constants.items()}
                 except Exception:
                     consts = {}
-                tile = {k: consts[k] for k in ("BLOCK_M", "BLOCK_N", "HALVES", "FUSED_SEL") if k in consts}
+                tile = {k: consts[k] for k in ("BLOCK_M", "BLOCK_N", "FUSED_SEL") if k in consts}
                 print(f"  {fn.__name__} {tile} warps {md.num_warps} stages {md.num_stages}: "
                       f"{kernel.n_regs} registers, {kernel.n_spills} spills", flush=True)
 
