@@ -9,12 +9,13 @@ cumulative sum of a inside the chunk:
    acum_last.
 2. `_state_passing_fwd_kernel`, grid (P*N / BLOCK, B*H): the sequential pass over chunks,
    H_{c+1} = exp(acum_last_c) H_c + S_c, overwriting S_c by H_c (the state *before* chunk c)
-   in place, and writing the final state H_NC.
+   in place, and writing the final state H_NC (and, for the scan, a low-precision copy of the
+   H_c and, for importance, ||H_c||^2).
 3. `_chunk_scan_fwd_kernel`, grid (B*H, NC * CHUNK / BLOCK_L), one block of positions per program:
    y_t = sum_{s<=t in chunk} (C_t . B_s) exp(acum_t - acum_s) dt_s x_s + exp(acum_t) H_c C_t + D x_t,
    optionally times silu(z_t). With IMPORTANCE it also forms, from the same tiles,
    w_t = h_{t-1} B_t (like y_t with B for C, s < t, one step less of decay), and stores the
-   per-position terms cross_t = 2 dt_t x_t . w_t and self_t = dt_t^2 |x_t|^2 |B_t|^2 and ||H_c||^2.
+   per-position terms cross_t = 2 dt_t x_t . w_t and self_t = dt_t^2 |x_t|^2 |B_t|^2.
 4. `_importance_fwd_kernel`, grid (B*H, NC): the scalar recurrences of n_t = ||h_t||^2 and
    d_t = ||h_t - h_{t-1}||^2 (naive.py docstring) through the chunk from those terms, started from
    ||H_c||^2: no state is ever stored per position.
@@ -134,14 +135,17 @@ def _elem(vec, rows, i):
 
 @triton.jit
 def _state_passing_fwd_kernel(
-    states_ptr, decay_ptr, init_ptr, final_ptr,
-    H, PN, NC,
+    states_ptr, decay_ptr, init_ptr, final_ptr, lowp_ptr, sq_ptr,
+    H, PN, NC, BHNC,
     stride_s_b, stride_s_c, stride_s_h,
     HAS_INIT: tl.constexpr, BLOCK: tl.constexpr, GROUP: tl.constexpr,
+    HAS_LOWP: tl.constexpr, HAS_SQ: tl.constexpr,
 ):
     """GROUP chunks' contributions and decays are loaded at once and the chain runs over them in
     registers: the loop waits on memory once per GROUP chunks, not once per chunk (the chain is
-    latency-bound: one chunk at a time, NC = 1,024 took 1.4 ms per layer on an H200)."""
+    latency-bound: one chunk at a time, NC = 1,024 took 1.4 ms per layer on an H200).
+    HAS_LOWP also stores the states before the chunks in lowp's dtype (the scan's copy: half the
+    bytes); HAS_SQ stores this program's part of ||state before the chunk||^2 at sq[pid, bh, c]."""
     pid = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
@@ -155,9 +159,11 @@ def _state_passing_fwd_kernel(
     else:
         state = tl.zeros((BLOCK,), dtype=tl.float32)
     states_ptr += b * stride_s_b + h * stride_s_h
+    lowp_ptr += b * stride_s_b + h * stride_s_h  # same layout as states
     for c0 in range(0, NC, GROUP):
         cs = c0 + rows
-        ptrs = states_ptr + cs[:, None] * stride_s_c + offs[None, :]
+        rel = cs[:, None] * stride_s_c + offs[None, :]
+        ptrs = states_ptr + rel
         tile_mask = (cs < NC)[:, None] & mask[None, :]
         # [GROUP, BLOCK] the chunks' own contributions, replaced by the states before the chunks;
         # chunks past NC read own 0 and decay exp(0) = 1: the state passes through unchanged
@@ -168,6 +174,10 @@ def _state_passing_fwd_kernel(
             before = tl.where((rows == i)[:, None], state[None, :], before)
             state = _elem(decay, rows, i) * state + _row(own, rows, i)
         tl.store(ptrs, before, mask=tile_mask)
+        if HAS_LOWP:
+            tl.store(lowp_ptr + rel, before.to(lowp_ptr.dtype.element_ty), mask=tile_mask)
+        if HAS_SQ:
+            tl.store(sq_ptr + pid * BHNC + bh * NC + cs, tl.sum(before * before, axis=1), mask=cs < NC)
     tl.store(final_ptr + bh * PN + offs, state, mask=mask)
 
 
@@ -228,7 +238,7 @@ def _load_gram(ptr, offs_m, offs_k, CHUNK: tl.constexpr):
 @triton.jit
 def _chunk_scan_fwd_kernel(
     x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, starts_ptr, cb_ptr, bb_ptr,
-    y_ptr, ypre_ptr, cross_ptr, self_ptr, nstart_ptr,
+    y_ptr, ypre_ptr, cross_ptr, self_ptr,
     T, H, P, N, G, heads_per_group, NC,
     stride_x_b, stride_x_t, stride_x_h,
     stride_dt_b, stride_dt_t, stride_dt_h,
@@ -281,7 +291,6 @@ def _chunk_scan_fwd_kernel(
     if IMPORTANCE:
         acc_w = tl.zeros((BLOCK_L, BLOCK_P), dtype=tl.float32)
         b_sq = tl.zeros((BLOCK_L,), dtype=tl.float32)
-        start_sq = 0.0
     for nk in range(0, BLOCK_N, BLOCK_K):
         offs_n = nk + tl.arange(0, BLOCK_K)
         mask_mn = mask_m[:, None] & (offs_n[None, :] < N)
@@ -299,7 +308,6 @@ def _chunk_scan_fwd_kernel(
             acc_w += tl.dot(B_m, start_c, input_precision=DOT_PREC)
             B_mf = B_m.to(tl.float32)
             b_sq += tl.sum(B_mf * B_mf, axis=1)
-            start_sq += tl.sum(tl.sum(start * start, axis=1), axis=0)
     acc = acc * tl.exp(acum_m)[:, None]
     if IMPORTANCE:
         acc_w = acc_w * tl.exp(acum_prev_m)[:, None]
@@ -367,8 +375,6 @@ def _chunk_scan_fwd_kernel(
         imp_offs = b * stride_dt_b + h * stride_dt_h + (t0 + offs_m) * stride_dt_t
         tl.store(cross_ptr + imp_offs, 2.0 * dt_m * r, mask=mask_m)
         tl.store(self_ptr + imp_offs, dt_m * dt_m * s, mask=mask_m)
-        if m0 == 0:
-            tl.store(nstart_ptr + bh * NC + c, start_sq)
 
 
 @triton.jit
@@ -452,15 +458,15 @@ def _dot_prec(dtype) -> str:
     return "ieee" if dtype == torch.float32 else "tf32"
 
 
-def chunk_gram(C, B, chunk_size, *, block_l=64):
-    """[B, NC, G, CHUNK, CHUNK] fp32: C_t . B_s for t, s in the same chunk (blocks above the
-    diagonal are left unwritten: no kernel reads them)."""
+def chunk_gram(C, B, chunk_size, *, block_l=64, dtype=torch.float32):
+    """[B, NC, G, CHUNK, CHUNK] (fp32 by default): C_t . B_s for t, s in the same chunk (blocks
+    above the diagonal are left unwritten: no kernel reads them)."""
     bsz, T, G, N = B.shape
     NC = triton.cdiv(T, chunk_size)
     BLOCK_L = min(block_l, max(16, triton.next_power_of_2(chunk_size)))
     if B.dtype == torch.float32:
         BLOCK_L = min(BLOCK_L, 32)
-    out = _empty(bsz, NC, G, chunk_size, chunk_size, device=B.device, dtype=torch.float32)
+    out = _empty(bsz, NC, G, chunk_size, chunk_size, device=B.device, dtype=dtype)
     nb = triton.cdiv(chunk_size, BLOCK_L)
     _chunk_gram_kernel[(NC * bsz * G, nb, nb)](
         C, B, out, T, G, N, B.stride(0), B.stride(1), B.stride(2),
@@ -482,10 +488,14 @@ def state_pass_block(PN):
 
 
 def ssd_fwd(x, dt, A, B, C, D, z, chunk_size, initial_state, return_importance, *,
-            block_l=None, num_warps=4, use_gram=True):
+            block_l=None, num_warps=4, use_gram=True, scan_dtype=None):
     """Chunked SSD forward. All tensors contiguous, on one device; shapes as in naive.py.
     use_gram: C B^T (and B B^T for importance) once per chunk and group, read by every head
     of the group, rather than recomputed per head.
+    scan_dtype: the dtype of the chunk-start states and Gram matrices the chunk scan reads (a copy
+    of the fp32 states, which stay for the backward); None: fp32. The scan casts both to x's
+    dtype before its products anyway, so x's dtype halves their bytes at the cost of one more
+    rounding (C B^T, B B^T rounded before the decay, not after). Not for fp16: its range is small.
 
     Returns (y [B,T,H,P] x.dtype, y_pre (pre-gate output, only with z, else None),
     starts [B,NC,H,P,N] fp32 (state before each chunk), final [B,H,P,N] fp32,
@@ -515,30 +525,38 @@ def ssd_fwd(x, dt, A, B, C, D, z, chunk_size, initial_state, return_importance, 
     final = _empty(bsz, H, P, N, device=dev, dtype=torch.float32)
     PN = P * N
     BLOCK = state_pass_block(PN)
+    n_prog = triton.cdiv(PN, BLOCK)
     init = initial_state if initial_state is not None else final
-    _state_passing_fwd_kernel[(triton.cdiv(PN, BLOCK), bsz * H)](
-        states, decay, init, final,
-        H, PN, NC,
+    lowp = scan_dtype not in (None, torch.float32)
+    scan_states = _empty(like=states, dtype=scan_dtype) if lowp else states
+    # ||state before each chunk||^2 for the importance, from the fp32 states: parts per program,
+    # summed in a fixed order (deterministic)
+    start_sq = _empty(n_prog, bsz * H, NC, device=dev, dtype=torch.float32) if return_importance else None
+    _state_passing_fwd_kernel[(n_prog, bsz * H)](
+        states, decay, init, final, scan_states, start_sq if start_sq is not None else decay,
+        H, PN, NC, bsz * H * NC,
         states.stride(0), states.stride(1), states.stride(2),
-        HAS_INIT=initial_state is not None, BLOCK=BLOCK, GROUP=STATE_PASS_GROUP, num_warps=1,
+        HAS_INIT=initial_state is not None, BLOCK=BLOCK, GROUP=STATE_PASS_GROUP,
+        HAS_LOWP=lowp, HAS_SQ=return_importance, num_warps=1,
     )
     cb = bb = None
     if use_gram:
-        cb = chunk_gram(C, B, chunk_size, block_l=BLOCK_L)
-        bb = chunk_gram(B, B, chunk_size, block_l=BLOCK_L) if return_importance else None
+        gram_dtype = scan_dtype or torch.float32
+        cb = chunk_gram(C, B, chunk_size, block_l=BLOCK_L, dtype=gram_dtype)
+        bb = chunk_gram(B, B, chunk_size, block_l=BLOCK_L, dtype=gram_dtype) if return_importance else None
     y = _empty(like=x)
     y_pre = _empty(like=x) if z is not None else None
     if return_importance:
         norm = _empty(bsz, T, H, device=dev, dtype=torch.float32)
         change = _empty(bsz, T, H, device=dev, dtype=torch.float32)
-        nstart = _empty(bsz * H, NC, device=dev, dtype=torch.float32)
+        nstart = start_sq.sum(0)
     else:
         norm = change = nstart = None
     _chunk_scan_fwd_kernel[(bsz * H, NC * triton.cdiv(chunk_size, BLOCK_L))](
-        x, dt, A, B, C, D if D is not None else A, z if z is not None else x, states,
+        x, dt, A, B, C, D if D is not None else A, z if z is not None else x, scan_states,
         cb if cb is not None else decay, bb if bb is not None else decay,
         y, y_pre if y_pre is not None else y, norm if norm is not None else decay,
-        change if change is not None else decay, nstart if nstart is not None else decay,
+        change if change is not None else decay,
         T, H, P, N, G, H // G, NC,
         x.stride(0), x.stride(1), x.stride(2),
         dt.stride(0), dt.stride(1), dt.stride(2),

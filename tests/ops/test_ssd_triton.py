@@ -185,3 +185,21 @@ def test_group_kernels_own_block_size(monkeypatch, group_block_l, group_warps):
     cfg = dict(block_l=32, num_warps=4, use_gram=True, group_block_l=group_block_l, group_warps=group_warps)
     monkeypatch.setitem(ssd_triton_mod.KERNEL_CONFIG, "bwd", cfg)
     check_gradients(make_inputs(150, torch.float16, seed=12), 96, torch.float16)
+
+
+def test_scan_reads_low_precision_states_and_grams():
+    """The forward scan on half-precision copies of the chunk states and Gram matrices (what bf16
+    inputs get on a GPU; fp16 here, the interpreter computes bf16 wrongly) equals the scan on the
+    fp32 ones within fp16 tolerance: y, and the importance's norms, which start from ||H_c||^2 of
+    the fp32 states either way."""
+    inp = make_inputs(300, torch.float16, seed=13)
+    args = [inp[n] for n in ("x", "dt", "A", "B", "C", "D", "z")]
+    outs = {}
+    for scan_dtype in (None, torch.float16):
+        y, _, _, final, norm, change, _ = ssd_fwd_mod.ssd_fwd(
+            *args, 64, inp["initial_state"], True, block_l=32, num_warps=4, scan_dtype=scan_dtype)
+        outs[scan_dtype] = (y, final, norm, change)
+    for a, b in zip(outs[torch.float16], outs[None]):
+        assert torch.isfinite(a).all()
+        assert rel(a, b) < FWD_TOL[torch.float16]
+    assert torch.equal(outs[torch.float16][1], outs[None][1])  # the final state stays fp32

@@ -17,12 +17,14 @@ from genossa.ops.ssd.naive import ScanImportance
 
 
 KERNEL_CONFIG = {
-    "fwd": {"block_l": 32, "num_warps": 2, "use_gram": True},
+    "fwd": {"block_l": 32, "num_warps": 2, "use_gram": True, "bf16_scan": True},
     "bwd": {"block_l": 32, "num_warps": 4, "use_gram": True, "group_block_l": 64, "group_warps": 8},
 }
 """Launch parameters of the forward and backward chunk kernels: block_l (positions per tile, and
 per program of the forward scan), num_warps, use_gram (C B^T once per chunk and group rather than
-per head); group_block_l / group_warps for the backward's per-group dB / dC kernels.
+per head); bf16_scan (bf16 inputs: the forward scan reads bf16 copies of the chunk states and Gram
+matrices, see ssd_fwd's scan_dtype); group_block_l / group_warps for the backward's per-group dB /
+dC kernels.
 benchmarks/ssd_bench.py sweeps them (`--bwd-sweep` for the backward); these were fastest (bf16,
 16 heads x 64, d_state 128, chunk 256, n = 128k; the per-head backward on an H100, the forward
 and the group kernels on an H200; benchmarks/RESULTS.md). fp32 always takes 32 positions."""
@@ -39,9 +41,11 @@ class SSDFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, dt, A, B, C, D, z, initial_state, chunk_size, return_importance):
         x, dt, A, B, C, D, z, initial_state = map(_contig, (x, dt, A, B, C, D, z, initial_state))
+        cfg = dict(KERNEL_CONFIG["fwd"])
+        bf16_scan = cfg.pop("bf16_scan", False) and x.dtype == torch.bfloat16
         y, y_pre, starts, final, norm, change, decay = ssd_fwd(
             x, dt, A, B, C, D, z, chunk_size, initial_state, return_importance,
-            **KERNEL_CONFIG["fwd"],
+            scan_dtype=torch.bfloat16 if bf16_scan else None, **cfg,
         )
         if norm is None:
             norm = change = x.new_empty(x.shape[0], 0, x.shape[2], dtype=torch.float32)
