@@ -217,8 +217,9 @@ def run_cases(ssd_triton_mod, mamba, T):
 
 
 SWEEP = [  # forward launch parameters (the backward keeps KERNEL_CONFIG["bwd"])
-    dict(block_l=b, num_warps=w, use_gram=g)
-    for b, w, g in [(32, 2, True), (64, 4, True), (32, 4, True), (64, 4, False)]
+    dict(block_l=b, num_warps=w, use_gram=g, bf16_scan=s)
+    for b, w, g, s in [(32, 2, True, True), (64, 4, True, True), (32, 4, True, True), (64, 8, True, True),
+                       (32, 2, True, False), (64, 4, True, False), (64, 4, False, True)]
 ]
 
 
@@ -292,15 +293,16 @@ def profile(ssd_triton_mod, mamba, T):
         inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], inp["D"], chunk_size=256, return_importance=True)[0]}
     if mamba is not None:
         runs["mamba_ssm"] = lambda: mamba(inp["x"], inp["dt"], inp["A"], inp["B"], inp["C"], 256, D=inp["D"])
-    with torch.no_grad():  # the forward alone: which kernels the importance costs
-        runs["genossa (+importance)"]()
-        torch.cuda.synchronize()
-        with tprofile(activities=[ProfilerActivity.CUDA]) as prof:
-            for _ in range(3):
-                runs["genossa (+importance)"]()
+    for name, f in runs.items():
+        with torch.no_grad():  # the forward alone: which kernels the importance costs
+            f()
             torch.cuda.synchronize()
-    print(f"== per-kernel CUDA time at n={T}, genossa forward with importance (3 calls)", flush=True)
-    print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=10, max_name_column_width=60), flush=True)
+            with tprofile(activities=[ProfilerActivity.CUDA]) as prof:
+                for _ in range(3):
+                    f()
+                torch.cuda.synchronize()
+        print(f"== per-kernel CUDA time at n={T}, {name} forward (3 calls)", flush=True)
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=10, max_name_column_width=60), flush=True)
     for name, f in runs.items():
         f().backward(dy)
         torch.cuda.synchronize()

@@ -308,19 +308,25 @@ def _chunk_scan_fwd_kernel(
             acc_w += tl.dot(B_m, start_c, input_precision=DOT_PREC)
             B_mf = B_m.to(tl.float32)
             b_sq += tl.sum(B_mf * B_mf, axis=1)
-    acc = acc * tl.exp(acum_m)[:, None]
+    # Decays factor through ref = acum at the position before this block (carry_m): for s before
+    # the block and t in it, exp(acum_t - acum_s) = exp(acum_t - ref) * exp(ref - acum_s), both
+    # factors <= 1 (no overflow; where one underflows, the exact value is below it too). So the
+    # blocks before the diagonal need BL exponentials (weights of x's rows) instead of BL x BL,
+    # and no causal mask; the rows' factors exp(acum_t - ref) for y and exp(acum_{t-1} - ref) for
+    # w (acum_{t-1} <= ref as well) come once, after them. The state's exp(acum_t) splits alike.
+    ref = carry_m
+    acc = acc * tl.exp(ref)
     if IMPORTANCE:
-        acc_w = acc_w * tl.exp(acum_prev_m)[:, None]
+        acc_w = acc_w * tl.exp(ref)
     if not HAS_GRAM:
         offs_nf = tl.arange(0, BLOCK_N)
         mask_mn = mask_m[:, None] & (offs_nf[None, :] < N)
         # [BL, BN]
         C_full = tl.load(C_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_nf[None, :], mask=mask_mn, other=0.0)
-        if IMPORTANCE:
-            B_full = tl.load(B_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_nf[None, :], mask=mask_mn, other=0.0)
+        B_full = tl.load(B_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_nf[None, :], mask=mask_mn, other=0.0)
 
     carry_k = 0.0
-    for kb in range(0, m0 + BLOCK_L, BLOCK_L):
+    for kb in range(0, m0, BLOCK_L):
         offs_k = kb + offs_b
         dt_k, a_k, acum_k, mask_k = _load_dt_block(dt_ptr, stride_dt_t, offs_k, t0, T, CHUNK, A_h, carry_k)
         carry_k += tl.sum(a_k, axis=0)
@@ -329,35 +335,53 @@ def _chunk_scan_fwd_kernel(
             x_ptr + (t0 + offs_k)[:, None] * stride_x_t + offs_p[None, :],
             mask=mask_k[:, None] & (offs_p[None, :] < P), other=0.0,
         )
-        if not HAS_GRAM:
+        # x_s exp(ref - acum_s) dt_s, shared by y's product and w's
+        xw = (x_k.to(tl.float32) * (tl.exp(ref - acum_k) * dt_k)[:, None]).to(x_k.dtype)
+        if HAS_GRAM:
+            cb = _load_gram(cb_ptr, offs_m, offs_k, CHUNK)
+        else:
             # [BL, BN]
             B_k = tl.load(
                 B_ptr + (t0 + offs_k)[:, None] * stride_B_t + offs_nf[None, :],
                 mask=mask_k[:, None] & (offs_nf[None, :] < N), other=0.0,
             )
-        causal = offs_m[:, None] >= offs_k[None, :]
-        # [BL(t), BL(s)]
-        decay = tl.exp(tl.where(causal, acum_m[:, None] - acum_k[None, :], -float("inf"))) * dt_k[None, :]
-        if HAS_GRAM:
-            cb = _load_gram(cb_ptr, offs_m, offs_k, CHUNK)
-        else:
             cb = tl.dot(C_full, tl.trans(B_k), input_precision=DOT_PREC)
-        acc += tl.dot((cb * decay).to(x_k.dtype), x_k, input_precision=DOT_PREC)
+        acc += tl.dot(cb.to(x_k.dtype), xw, input_precision=DOT_PREC)
         if IMPORTANCE:
             # w_t += sum_{s<t} (B_t . B_s) exp(acum_{t-1} - acum_s) dt_s x_s
-            strict = offs_m[:, None] > offs_k[None, :]
-            decay_prev = tl.exp(tl.where(strict, acum_prev_m[:, None] - acum_k[None, :], -float("inf"))) * dt_k[None, :]
             if HAS_GRAM:
                 bb = _load_gram(bb_ptr, offs_m, offs_k, CHUNK)
             else:
                 bb = tl.dot(B_full, tl.trans(B_k), input_precision=DOT_PREC)
-            acc_w += tl.dot((bb * decay_prev).to(x_k.dtype), x_k, input_precision=DOT_PREC)
+            acc_w += tl.dot(bb.to(x_k.dtype), xw, input_precision=DOT_PREC)
+    acc = acc * tl.exp(acum_m - ref)[:, None]
+    if IMPORTANCE:
+        acc_w = acc_w * tl.exp(acum_prev_m - ref)[:, None]
 
+    # the diagonal block (s and t both in it): direct exponentials under the causal masks
     # [BL, BP]
-    x_m = tl.load(
+    x_d = tl.load(
         x_ptr + (t0 + offs_m)[:, None] * stride_x_t + offs_p[None, :],
         mask=mask_m[:, None] & (offs_p[None, :] < P), other=0.0,
-    ).to(tl.float32)
+    )
+    causal = offs_b[:, None] >= offs_b[None, :]
+    # [BL(t), BL(s)]
+    decay = tl.exp(tl.where(causal, acum_m[:, None] - acum_m[None, :], -float("inf"))) * dt_m[None, :]
+    if HAS_GRAM:
+        cb = _load_gram(cb_ptr, offs_m, offs_m, CHUNK)
+    else:
+        cb = tl.dot(C_full, tl.trans(B_full), input_precision=DOT_PREC)
+    acc += tl.dot((cb * decay).to(x_d.dtype), x_d, input_precision=DOT_PREC)
+    if IMPORTANCE:
+        strict = offs_b[:, None] > offs_b[None, :]
+        decay_prev = tl.exp(tl.where(strict, acum_prev_m[:, None] - acum_m[None, :], -float("inf"))) * dt_m[None, :]
+        if HAS_GRAM:
+            bb = _load_gram(bb_ptr, offs_m, offs_m, CHUNK)
+        else:
+            bb = tl.dot(B_full, tl.trans(B_full), input_precision=DOT_PREC)
+        acc_w += tl.dot((bb * decay_prev).to(x_d.dtype), x_d, input_precision=DOT_PREC)
+
+    x_m = x_d.to(tl.float32)
     if HAS_D:
         acc += tl.load(D_ptr + h).to(tl.float32) * x_m
     out_offs = xoff + (t0 + offs_m)[:, None] * stride_x_t + offs_p[None, :]
