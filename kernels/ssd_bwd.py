@@ -149,6 +149,35 @@ def _state_passing_bwd_kernel(
 
 
 @triton.jit
+def _bwd_pair(dx_acc, ddt_acc, gcol, grow_acc, dcy, x_k, B_k, dt_k, offs_k, mask_m, offs_m, mb, dy_ptr, C_ptr, cb_ptr,
+              xoff, t0, P, N, stride_x_t, stride_B_t, offs_p, offs_n, offs_blk, dtype,
+              CHUNK: tl.constexpr, BLOCK_L: tl.constexpr, HAS_GRAM: tl.constexpr, DOT_PREC: tl.constexpr):
+    """One pair (target block t = offs_m, source block s = offs_k) of _chunk_bwd_kernel, given the
+    decays dcy [BL(t), BL(s)] (zero where t < s): adds to dx_s, the direct part of ddt_s, the
+    column sums of W (gcol) and its row sums (row mb // BLOCK_L of grow_acc)."""
+    # [BL, BP] dy (gated: stored by _chunk_dstate_kernel)
+    dy_mc = tl.load(dy_ptr + xoff + (t0 + offs_m)[:, None] * stride_x_t + offs_p[None, :],
+                    mask=mask_m[:, None] & (offs_p[None, :] < P), other=0.0).to(dtype)
+    # [BL(t), BL(s)]
+    if HAS_GRAM:
+        gd = _load_gram(cb_ptr, offs_m, offs_k, CHUNK) * dcy
+    else:
+        # [BL, BN]
+        C_m = tl.load(C_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_n[None, :],
+                      mask=mask_m[:, None] & (offs_n[None, :] < N), other=0.0)
+        gd = tl.dot(C_m, tl.trans(B_k), input_precision=DOT_PREC) * dcy
+    dm = tl.dot(dy_mc, tl.trans(x_k), input_precision=DOT_PREC)
+    mm = gd * dt_k[None, :]
+    dx_acc += tl.dot(tl.trans(mm.to(dtype)), dy_mc, input_precision=DOT_PREC)
+    dmgd = dm * gd
+    ddt_acc += tl.sum(dmgd, axis=0)
+    w = dmgd * dt_k[None, :]
+    gcol += tl.sum(w, axis=0)
+    grow_acc += tl.where((offs_blk == mb // BLOCK_L)[:, None], tl.sum(w, axis=1)[None, :], 0.0)
+    return dx_acc, ddt_acc, gcol, grow_acc
+
+
+@triton.jit
 def _chunk_bwd_kernel(
     x_ptr, dt_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, ypre_ptr, dout_ptr, dy_ptr, dS_ptr, cb_ptr,
     dx_ptr, dz_ptr, ddt_ptr, grow_ptr, gcol_ptr, vsum_ptr, dD_ptr,
@@ -219,34 +248,27 @@ def _chunk_bwd_kernel(
         vsum += tl.sum(v, axis=0)
         gcol = v
 
-        carry_m = carry_k
-        for mb in range(kb, CHUNK, BLOCK_L):
+        # target blocks t >= s: the diagonal block with direct exponentials under the causal mask,
+        # the later ones with exp(acum_t - acum_s) = exp(acum_t - ref) * exp(ref - acum_s), ref the
+        # acum of the source block's last position (both factors <= 1, see ssd_fwd's scan): 2 BL
+        # exponentials per block pair instead of BL x BL
+        causal = offs_b[:, None] >= offs_b[None, :]
+        dcy = tl.exp(tl.where(causal, acum_k[:, None] - acum_k[None, :], -float("inf")))
+        dx_acc, ddt_acc, gcol, grow_acc = _bwd_pair(
+            dx_acc, ddt_acc, gcol, grow_acc, dcy, x_k, B_k, dt_k, offs_k, mask_k, offs_k, kb, dy_ptr, C_ptr, cb_ptr,
+            xoff, t0, P, N, stride_x_t, stride_B_t, offs_p, offs_n, offs_blk, dtype, CHUNK, BLOCK_L, HAS_GRAM, DOT_PREC)
+        ref = carry_k + tl.sum(a_k, axis=0)
+        col = tl.exp(ref - acum_k)
+        carry_m = ref
+        for mb in range(kb + BLOCK_L, CHUNK, BLOCK_L):
             offs_m = mb + offs_b
             dt_m, a_m, acum_m, mask_m = _load_dt_block(dt_ptr, stride_dt_t, offs_m, t0, T, CHUNK, A_h, carry_m)
             carry_m += tl.sum(a_m, axis=0)
-            # [BL, BP] dy (gated: stored by _chunk_dstate_kernel)
-            dy_mc = tl.load(dy_ptr + xoff + (t0 + offs_m)[:, None] * stride_x_t + offs_p[None, :],
-                            mask=mask_m[:, None] & (offs_p[None, :] < P), other=0.0).to(dtype)
-            causal = offs_m[:, None] >= offs_k[None, :]
-            dcy = tl.exp(tl.where(causal, acum_m[:, None] - acum_k[None, :], -float("inf")))
-            # [BL(t), BL(s)]
-            if HAS_GRAM:
-                gd = _load_gram(cb_ptr, offs_m, offs_k, CHUNK) * dcy
-            else:
-                # [BL, BN]
-                C_m = tl.load(
-                    C_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_n[None, :],
-                    mask=mask_m[:, None] & (offs_n[None, :] < N), other=0.0,
-                )
-                gd = tl.dot(C_m, tl.trans(B_k), input_precision=DOT_PREC) * dcy
-            dm = tl.dot(dy_mc, tl.trans(x_k), input_precision=DOT_PREC)
-            mm = gd * dt_k[None, :]
-            dx_acc += tl.dot(tl.trans(mm.to(dtype)), dy_mc, input_precision=DOT_PREC)
-            dmgd = dm * gd
-            ddt_acc += tl.sum(dmgd, axis=0)
-            w = dmgd * dt_k[None, :]
-            gcol += tl.sum(w, axis=0)
-            grow_acc += tl.where((offs_blk == mb // BLOCK_L)[:, None], tl.sum(w, axis=1)[None, :], 0.0)
+            dcy = tl.exp(acum_m - ref)[:, None] * col[None, :]
+            dx_acc, ddt_acc, gcol, grow_acc = _bwd_pair(
+                dx_acc, ddt_acc, gcol, grow_acc, dcy, x_k, B_k, dt_k, offs_k, mask_m, offs_m, mb, dy_ptr, C_ptr, cb_ptr,
+                xoff, t0, P, N, stride_x_t, stride_B_t, offs_p, offs_n, offs_blk, dtype, CHUNK, BLOCK_L, HAS_GRAM,
+                DOT_PREC)
 
         # [BL, BP] this block's own dy: the skip D and the gate
         dy_k, dz_k = _load_dy(dout_ptr, z_ptr, ypre_ptr, kx_offs, mask_kx, HAS_Z)
@@ -322,11 +344,13 @@ def _group_dB_kernel(
                      mask=(offs_p[:, None] < P) & (offs_n[None, :] < N), other=0.0).to(dtype)
         acc += tl.dot(x_s, dS, input_precision=DOT_PREC) * (dt_s * tl.exp(a_total - acum_s))[:, None]
     dG_base = dG_ptr + ((b * NC + c) * G + g) * CHUNK * CHUNK
+    # the diagonal block, then the later target blocks, whose decays factor through the acum of this
+    # source block's last position (as in _chunk_bwd_kernel)
+    last = tl.minimum(s0 + BLOCK_L, CHUNK) - 1
     for mb in range(s0, CHUNK, BLOCK_L):
         offs_t = mb + offs_b
         in_t = offs_t < CHUNK
         mask_t = in_t & (t0 + offs_t < T)
-        ok = (offs_t[:, None] >= offs_s[None, :]) & mask_t[:, None] & mask_s[None, :]
         # [BL(t), BL(s)]
         dG = tl.zeros((BLOCK_L, BLOCK_L), dtype=tl.float32)
         for hh in range(0, heads_per_group):
@@ -340,8 +364,15 @@ def _group_dB_kernel(
             dy_t = tl.load(dy_ptr + xh + (t0 + offs_t)[:, None] * stride_x_t + offs_p[None, :],
                            mask=mask_t[:, None] & (offs_p[None, :] < P), other=0.0).to(dtype)
             dm = tl.dot(dy_t, tl.trans(x_s), input_precision=DOT_PREC)
-            dcy = tl.exp(tl.where(ok, acum_t[:, None] - acum_s[None, :], -float("inf")))
-            dG += dm * dcy * dt_s[None, :]
+            if mb == s0:
+                ok = (offs_t[:, None] >= offs_s[None, :]) & mask_t[:, None] & mask_s[None, :]
+                dcy = tl.exp(tl.where(ok, acum_t[:, None] - acum_s[None, :], -float("inf"))) * dt_s[None, :]
+            else:
+                ref = tl.load(acum_base + last * H + h)
+                # rows past the chunk read acum 0, which may lie above ref: their factor is 0
+                row = tl.where(in_t, tl.exp(acum_t - ref), 0.0)
+                dcy = row[:, None] * (tl.exp(ref - acum_s) * dt_s)[None, :]
+            dG += dm * dcy
         tl.store(dG_base + offs_t[:, None] * CHUNK + offs_s[None, :], dG, mask=in_t[:, None] & in_s[None, :])
         # [BL, BN]
         C_t = tl.load(C_ptr + b * stride_B_b + g * stride_B_g + (t0 + offs_t)[:, None] * stride_B_t + offs_n[None, :],
