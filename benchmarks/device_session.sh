@@ -23,6 +23,7 @@
 #   bash benchmarks/device_session.sh s8group    # SSD backward with dB / dC per group: tests, sweep, timing, layer (carry .peers)
 #   bash benchmarks/device_session.sh s8train    # GPU tests of the SSD and model kernels, training steps small and base
 #   bash benchmarks/device_session.sh s8fwd      # all SSD tests on the GPU, SSD timing
+#   bash benchmarks/device_session.sh s9ssd      # SSD with factored decays, bf16 scan copies: GPU tests, sweep, timing, layer
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
@@ -328,6 +329,17 @@ s8fwd)  # one GPU, ~4 min: SSD tests on the GPU (all, not only -m gpu), SSD timi
     timeout 200 python3 benchmarks/ssd_bench.py --no-sweep --no-profile --lengths 131072 1048576 \
         --check-lengths 4096 > "$OUT/logs/ssd.log" 2>&1
     echo "   exit $?"; sed -n '/^== summary/,$p' "$OUT/logs/ssd.log" | cut -c1-200
+    ;;
+s9ssd)  # one GPU, ~9 min: SSD decays factored past the diagonal blocks, bf16 copies for the forward scan: GPU tests,
+    # forward sweep, timing and profiles, whole layer (carry .peers)
+    PYTHONSAFEPATH=1 timeout 100 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_ssd_triton.py 2>&1 | tail -n 2
+    PYTHONSAFEPATH=1 timeout 60 python3 -m pytest -q -p no:cacheprovider tests/models/test_model_kernels.py 2>&1 | tail -n 1
+    timeout 290 python3 benchmarks/ssd_bench.py --lengths 131072 1048576 --check-lengths 4096 > "$OUT/logs/ssd.log" 2>&1
+    echo "   exit $?"; sed -n '/^== forward launch/,/chosen/p' "$OUT/logs/ssd.log" | cut -c1-200
+    grep -A 14 "^== per-kernel" "$OUT/logs/ssd.log" | grep -v "^-" | cut -c1-120
+    sed -n '/^== summary/,$p' "$OUT/logs/ssd.log" | cut -c1-200
+    timeout 140 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
+    echo "   exit $?"; tail -n 8 "$OUT/logs/layer.log"
     ;;
 infer)  # one GPU, ~9 min: SSD per-kernel profile, base inference (profiled, then the job and the bare model), small,
     # score, training steps
