@@ -24,7 +24,8 @@ def brute_force(imp, comp, *, T, C, W, base, alpha, cap):
     return pos, ks
 
 
-@pytest.mark.parametrize("T,C,W,cap", [(1, 4, 3, 5), (97, 8, 5, 3), (200, 16, 16, 40), (130, 16, 0, 16), (333, 32, 7, 64)])
+@pytest.mark.parametrize("T,C,W,cap", [(1, 4, 3, 5), (97, 8, 5, 3), (200, 16, 16, 40), (130, 16, 0, 16), (333, 32, 7, 64),
+                                       (300, 8, 10, 64), (260, 4, 9, 30)])  # runs of 8 / 7 blocks per scan step
 @pytest.mark.parametrize("ties", [False, True])
 def test_scan_selection_equals_brute_force(T, C, W, cap, ties):
     g = torch.Generator().manual_seed(T + C)

@@ -140,6 +140,35 @@ def _inclusive_scan(pools: Tensor, cap: int) -> Tensor:
     return out
 
 
+def _prefix_pools(blocks: Tensor, carried: Tensor, cap: int) -> Tensor:
+    """[B, NC, cap] order keys, best first: pool_c = top-cap(carried u blocks[:, 0] u ... u blocks[:, c]).
+
+    blocks: [B, NC, C] keys of the positions that become candidates at each chunk; carried: [B, cap].
+    Runs of S = cap // C blocks ("super-blocks", S * C <= cap entries) need no top-k among
+    themselves, so the parallel scan runs over super-blocks only (NC / S pools), and each chunk's
+    pool is then one top-k of (the pool before its super-block u its super-block's first blocks):
+    no merge of mostly empty pools (at C = 128 and cap = 2,048 the scan's lower four levels)."""
+    bsz, n_chunks, C = blocks.shape
+    S = max(1, cap // C)
+    n_groups = -(-n_chunks // S)
+    if n_groups * S > n_chunks:
+        pad = blocks.new_full((bsz, n_groups * S - n_chunks, C), _EMPTY_KEY)
+        blocks = torch.cat([blocks, pad], 1)
+    groups = blocks.view(bsz, n_groups, S * C)
+    if S * C > cap:  # C > cap: a block holds more than a pool
+        group_pools = groups.topk(cap, dim=-1, sorted=False).values
+    else:
+        group_pools = torch.cat([groups, groups.new_full((bsz, n_groups, cap - S * C), _EMPTY_KEY)], -1)
+    # the pool before each super-block: the carried pool, then prefixes over whole super-blocks
+    before = _inclusive_scan(torch.cat([carried[:, None], group_pools], 1), cap)[:, :n_groups]
+    # chunk j of a super-block adds its first j + 1 blocks
+    seen = torch.arange(S * C, device=blocks.device) < (torch.arange(1, S + 1, device=blocks.device) * C)[:, None]
+    inner = torch.where(seen, groups[:, :, None, :], _EMPTY_KEY)  # [B, NG, S, S * C]
+    cand = torch.cat([before[:, :, None, :].expand(-1, -1, S, -1), inner], -1)
+    pools = cand.topk(cap, dim=-1, sorted=True).values  # [B, NG, S, cap], best first
+    return pools.view(bsz, n_groups * S, cap)[:, :n_chunks]
+
+
 def select_causal(
     importance: Tensor,
     complexity: Tensor,
@@ -163,8 +192,9 @@ def select_causal(
 
     Chunk c's pool is top-cap(pool before q_start u block_0 u ... u block_c), block_c being the
     chunk_size positions that became candidates at chunk c. top-cap merging is associative, so all
-    pools come from one parallel inclusive scan over the blocks (`_inclusive_scan`): ~2 NC merges in
-    O(log NC) batched top-k calls instead of a Python loop over the NC chunks; O(NC * cap) memory.
+    pools come from one parallel inclusive scan (`_prefix_pools`: over runs of blocks, then one
+    top-k per chunk) in O(log NC) batched top-k calls instead of a Python loop over the NC chunks;
+    O(NC * cap) memory.
     """
     if q_start % chunk_size:
         raise ValueError(f"select_causal: q_start {q_start} is not a multiple of chunk_size {chunk_size}")
@@ -190,13 +220,7 @@ def select_causal(
     ok = new_pos >= 0
     scores = importance.float()[:, (new_pos - score_start).clamp(0, n_scores - 1)]  # [B, NC, chunk]
     keys = _order_key(torch.where(ok, scores, -torch.inf), torch.where(ok, new_pos, -1).expand_as(scores))
-    if chunk_size >= cap:
-        keys = keys.topk(cap, dim=-1, sorted=False).values
-    else:
-        empty = torch.full((bsz, n_chunks, cap - chunk_size), _EMPTY_KEY, dtype=keys.dtype, device=device)
-        keys = torch.cat([keys, empty], -1)
-    pools = torch.cat([_order_key(*state)[:, None], keys], 1)  # [B, 1 + NC, cap]: the carried pool first
-    pools = _inclusive_scan(pools, cap)[:, 1:].sort(-1, descending=True).values  # best first
+    pools = _prefix_pools(keys, _order_key(*state), cap)  # best first
     pool_score, pool_pos = _split_key(pools)  # [B, NC, cap]
 
     # budget from the complexity of the chunk before each query chunk
