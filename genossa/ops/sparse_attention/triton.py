@@ -57,6 +57,8 @@ def usable_selection(sel_pos: Tensor, sel_valid: Tensor, *, q_start: int, chunk_
     # keep the first of repeated positions: a stable sort puts it first among its equals
     slot = torch.arange(n_sel, device=sel_pos.device)
     key = torch.where(use, sel_pos, -2 - slot)  # unused entries never equal anything
+    if causal:  # used positions lie before the last chunk: int32 keys halve the radix sort's passes
+        key = key.to(torch.int32)
     sorted_key, order = torch.sort(key, dim=-1, stable=True)
     repeat = torch.zeros_like(use)
     repeat[..., 1:] = sorted_key[..., 1:] == sorted_key[..., :-1]
@@ -65,12 +67,14 @@ def usable_selection(sel_pos: Tensor, sel_valid: Tensor, *, q_start: int, chunk_
 
 def compact_selection(use: Tensor, sel_pos: Tensor, *, indexed: bool, k_start: int) -> tuple[Tensor, Tensor]:
     """(rows [B, NC, K] int32, cnt [B, NC] int32): each chunk's used entries first, in list order,
-    as slots of the list (gathered) or indices into k (indexed)."""
-    order = torch.sort((~use).to(torch.int8), dim=-1, stable=True).indices
-    rows = sel_pos.gather(-1, order) - k_start if indexed else order
-    cnt = use.sum(-1, dtype=torch.int32)
-    used = torch.arange(use.shape[-1], device=use.device) < cnt[..., None]
-    return torch.where(used, rows, 0).to(torch.int32).contiguous(), cnt.contiguous()
+    as slots of the list (gathered) or indices into k (indexed); 0 after them. Each used entry
+    goes to slot (number of used entries before it) by one scatter, unused ones to a spare slot."""
+    n_sel = use.shape[-1]
+    src = sel_pos - k_start if indexed else torch.arange(n_sel, device=use.device).expand_as(sel_pos)
+    dest = torch.where(use, torch.cumsum(use, -1) - 1, n_sel)
+    rows = torch.zeros(*use.shape[:-1], n_sel + 1, dtype=torch.int32, device=use.device)
+    rows.scatter_(-1, dest, src.to(torch.int32))
+    return rows[..., :n_sel].contiguous(), use.sum(-1, dtype=torch.int32).contiguous()
 
 
 def _configs(dtype, head_dims):
