@@ -24,6 +24,7 @@
 #   bash benchmarks/device_session.sh s8train    # GPU tests of the SSD and model kernels, training steps small and base
 #   bash benchmarks/device_session.sh s8fwd      # all SSD tests on the GPU, SSD timing
 #   bash benchmarks/device_session.sh s9ssd      # SSD with factored decays, bf16 scan copies: GPU tests, sweep, timing, layer
+#   bash benchmarks/device_session.sh s9sel      # selection over runs of blocks, compaction by scatter: GPU tests, timing, layer
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
@@ -338,6 +339,22 @@ s9ssd)  # one GPU, ~9 min: SSD decays factored past the diagonal blocks, bf16 co
     echo "   exit $?"; sed -n '/^== forward launch/,/chosen/p' "$OUT/logs/ssd.log" | cut -c1-200
     grep -A 14 "^== per-kernel" "$OUT/logs/ssd.log" | grep -v "^-" | cut -c1-120
     sed -n '/^== summary/,$p' "$OUT/logs/ssd.log" | cut -c1-200
+    timeout 140 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
+    echo "   exit $?"; tail -n 8 "$OUT/logs/layer.log"
+    ;;
+s9sel)  # one GPU, ~8 min: selection's scan over runs of blocks, compaction without a sort, the SSD forward at 64 / 4:
+    # GPU tests, selection / attention / SSD timing, whole layer (carry .peers)
+    PYTHONSAFEPATH=1 timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_selection.py \
+        tests/ops/test_sparse_attention_triton.py tests/ops/test_ssd_triton.py 2>&1 | tail -n 2
+    PYTHONSAFEPATH=1 timeout 60 python3 -m pytest -q -p no:cacheprovider tests/models/test_model_kernels.py 2>&1 | tail -n 1
+    timeout 60 python3 benchmarks/selection_bench.py --lengths 131072 1048576 > "$OUT/logs/selection.log" 2>&1
+    echo "   exit $?"; grep -A 14 "Name" "$OUT/logs/selection.log" | grep -v "^-" | cut -c1-60,150-210; sed -n '/^| n/,$p' "$OUT/logs/selection.log"
+    timeout 120 python3 benchmarks/attention_bench.py --no-check --no-sweep --no-flex --dense-max 0 --gathered-max 0 \
+        --sizes 131072,1048576 > "$OUT/logs/attention.log" 2>&1
+    echo "   exit $?"; tail -n 8 "$OUT/logs/attention.log"
+    timeout 120 python3 benchmarks/ssd_bench.py --no-sweep --no-profile --lengths 131072 1048576 --check-lengths 4096 \
+        > "$OUT/logs/ssd.log" 2>&1
+    echo "   exit $?"; sed -n '/^== summary/,$p' "$OUT/logs/ssd.log" | cut -c1-200
     timeout 140 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
     echo "   exit $?"; tail -n 8 "$OUT/logs/layer.log"
     ;;
