@@ -176,8 +176,11 @@ def sweep(n, wide=False):
     # session 8 (H200, 128k fwd+bwd): the chunk's 128 queries held as two halves of 64 with 64-key tiles
     # 13.13-22.72 ms (110-138 spilled registers), 64-query tiles adding their dk, dv shares atomically
     # 14.04-15.75, against 12.69 for (128, 32, 4, 3) (22 spills): benchmarks/RESULTS.md
+    # session 9: the fused tile's dk, dv formed transposed (Q^T dS, dO^T P: M = head dim), so 64-key tiles again
     bwd_cands = [
         dict(dq=(128, 32, 4, 3), dkv=(32, 128, 4, 3)),
+        dict(dq=(128, 64, 4, 3), dkv=(32, 128, 4, 3)),
+        dict(dq=(128, 64, 8, 3), dkv=(32, 128, 4, 3)),
         dict(dq=(64, 32, 4, 3), dkv=(32, 128, 4, 3), sel=(32, 128, 4, 3)),  # unfused, as in the first run
     ]
     if wide:  # the launch space again, on this device

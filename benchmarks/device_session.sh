@@ -25,6 +25,7 @@
 #   bash benchmarks/device_session.sh s8fwd      # all SSD tests on the GPU, SSD timing
 #   bash benchmarks/device_session.sh s9ssd      # SSD with factored decays, bf16 scan copies: GPU tests, sweep, timing, layer
 #   bash benchmarks/device_session.sh s9sel      # selection over runs of blocks, compaction by scatter: GPU tests, timing, layer
+#   bash benchmarks/device_session.sh s9attn     # selected keys' dk, dv transposed: attention tests, sweep, timing, layer, step
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
@@ -357,6 +358,17 @@ s9sel)  # one GPU, ~8 min: selection's scan over runs of blocks, compaction with
     echo "   exit $?"; sed -n '/^== summary/,$p' "$OUT/logs/ssd.log" | cut -c1-200
     timeout 140 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
     echo "   exit $?"; tail -n 8 "$OUT/logs/layer.log"
+    ;;
+s9attn)  # one GPU, ~7 min: the fused dq kernel's selected-key dk, dv as Q^T dS, dO^T P: GPU tests, backward sweep
+    # (each candidate checked), timing, whole layer, a small training step (carry .peers)
+    PYTHONSAFEPATH=1 timeout 100 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_sparse_attention_triton.py \
+        2>&1 | tail -n 2
+    timeout 200 python3 benchmarks/attention_bench.py --no-check --no-flex --dense-max 0 --gathered-max 0 \
+        --sizes 131072,1048576 > "$OUT/logs/attention.log" 2>&1
+    echo "   exit $?"; grep -E "fwd\+bwd \{|failed|kept|registers|^\| [0-9]+ \| ours" "$OUT/logs/attention.log" | cut -c1-160
+    timeout 140 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
+    echo "   exit $?"; grep "genossa layer:" "$OUT/logs/layer.log"; tail -n 7 "$OUT/logs/layer.log"
+    timeout 90 python3 benchmarks/model_step.py --preset small --lengths 131072 2>&1 | tail -n 2
     ;;
 infer)  # one GPU, ~9 min: SSD per-kernel profile, base inference (profiled, then the job and the bare model), small,
     # score, training steps

@@ -58,27 +58,30 @@ def _delta_kernel(o_ptr, do_ptr, delta_ptr, Tq, H, LP, stride_ob, stride_ot, str
 @triton.jit
 def _emit_sel_grads(dk, dv, db, rows, n_ok, dk_base, dv_base, db_base, stride_dkr, stride_dvr, stride_dbr,
                     offs_dk, offs_dv, INDEXED: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr,
-                    BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr):
-    """dk, dv [BN, D] and db [BN] of one tile of a chunk's selected keys: stored at their list
-    slots (gathered) or atomically added to rows of the fp32 dk, dv, db (indexed: shared by chunks)."""
+                    BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr, TRANS: tl.constexpr = False):
+    """dk, dv [BN, D] (or, TRANS, [D, BN]) and db [BN] of one tile of a chunk's selected keys:
+    stored at their list slots (gathered) or atomically added to rows of the fp32 dk, dv, db
+    (indexed: shared by chunks)."""
     db_ptrs = db_base + rows.to(tl.int64) * stride_dbr
+    r64 = rows.to(tl.int64)
+    # (the head-dim masks only where the head dim was padded to a power of two)
+    if TRANS:
+        dk_ptrs = dk_base + r64[None, :] * stride_dkr + offs_dk[:, None]
+        dv_ptrs = dv_base + r64[None, :] * stride_dvr + offs_dv[:, None]
+        dk_mask = n_ok[None, :] & (offs_dk[:, None] < DK) if DK < BLOCK_DK else n_ok[None, :]
+        dv_mask = n_ok[None, :] & (offs_dv[:, None] < DV) if DV < BLOCK_DV else n_ok[None, :]
+    else:
+        dk_ptrs = dk_base + r64[:, None] * stride_dkr + offs_dk[None, :]
+        dv_ptrs = dv_base + r64[:, None] * stride_dvr + offs_dv[None, :]
+        dk_mask = n_ok[:, None] & (offs_dk[None, :] < DK) if DK < BLOCK_DK else n_ok[:, None]
+        dv_mask = n_ok[:, None] & (offs_dv[None, :] < DV) if DV < BLOCK_DV else n_ok[:, None]
     if INDEXED:
-        if DK == BLOCK_DK:
-            dk_mask = n_ok[:, None]
-        else:
-            dk_mask = n_ok[:, None] & (offs_dk[None, :] < DK)
-        if DV == BLOCK_DV:
-            dv_mask = n_ok[:, None]
-        else:
-            dv_mask = n_ok[:, None] & (offs_dv[None, :] < DV)
-        dk_ptrs = dk_base + rows.to(tl.int64)[:, None] * stride_dkr + offs_dk[None, :]
-        dv_ptrs = dv_base + rows.to(tl.int64)[:, None] * stride_dvr + offs_dv[None, :]
         tl.atomic_add(dk_ptrs, dk, mask=dk_mask, sem="relaxed")
         tl.atomic_add(dv_ptrs, dv, mask=dv_mask, sem="relaxed")
         tl.atomic_add(db_ptrs, db, mask=n_ok, sem="relaxed")
     else:
-        _store_rows(dk_base, rows, stride_dkr, offs_dk, n_ok, dk, DK, BLOCK_DK)
-        _store_rows(dv_base, rows, stride_dvr, offs_dv, n_ok, dv, DV, BLOCK_DV)
+        tl.store(dk_ptrs, dk.to(dk_base.dtype.element_ty), mask=dk_mask)
+        tl.store(dv_ptrs, dv.to(dv_base.dtype.element_ty), mask=dv_mask)
         tl.store(db_ptrs, db, mask=n_ok)
 
 
@@ -115,19 +118,19 @@ def _dq_local(dq, q, do, lse2, delta, k_base, v_base, kb_base, stride_kt, stride
 
 
 @triton.jit
-def _sel_grads_step(dq, dk_t, dv_t, db, q, do, lse2, delta, kt, vt, bias, qk_scale, DOT_PREC: tl.constexpr):
-    """One query block's share of a tile of the chunk's selected keys: dq += dS K, and the tile's
-    dk (unscaled), dv, db accumulate. Rows past cnt were loaded as zeros (k, v, bias): their dS
+def _sel_grads_step(dq, q, do, lse2, delta, kt, vt, bias, qk_scale, DOT_PREC: tl.constexpr):
+    """A chunk's queries' share of a tile of its selected keys: dq += dS K, and the tile's dk
+    (unscaled), dv transposed ([D, BN]: Q^T dS and dO^T P have M = D rows, a full tensor-core
+    tile, where dS^T Q had BN) and db. Rows past cnt were loaded as zeros (k, v, bias): their dS
     reaches dq through a zero K row, and their dk, dv, db are never emitted, so P needs no mask."""
     s = tl.dot(q, tl.trans(kt), input_precision=DOT_PREC) * qk_scale + bias[None, :]
     p = tl.exp2(s - lse2[:, None])
     dp = tl.dot(do, tl.trans(vt), input_precision=DOT_PREC)
     ds = p * (dp - delta[:, None])
     dq += tl.dot(ds.to(kt.dtype), kt, input_precision=DOT_PREC)
-    dk_t += tl.dot(tl.trans(ds.to(q.dtype)), q, input_precision=DOT_PREC)
-    dv_t += tl.dot(tl.trans(p.to(do.dtype)), do, input_precision=DOT_PREC)
-    db += tl.sum(ds, 0)
-    return dq, dk_t, dv_t, db
+    dkT = tl.dot(tl.trans(q), ds.to(q.dtype), input_precision=DOT_PREC)
+    dvT = tl.dot(tl.trans(do), p.to(do.dtype), input_precision=DOT_PREC)
+    return dq, dkT, dvT, tl.sum(ds, 0)
 
 
 @triton.jit
@@ -200,13 +203,9 @@ def _dq_kernel(
         bias = _load_bias(sb_base, rows, stride_sbr, n_ok, True)
         if FUSED_SEL:
             # the program holds all the chunk's queries: the tile's dk, dv, db are complete here
-            dk_t = tl.zeros([BLOCK_N, BLOCK_DK], tl.float32)
-            dv_t = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
-            db = tl.zeros([BLOCK_N], tl.float32)
-            dq, dk_t, dv_t, db = _sel_grads_step(dq, dk_t, dv_t, db, q, do, lse2, delta, kt, vt, bias, qk_scale,
-                                                 DOT_PREC)
-            _emit_sel_grads(dk_t * scale, dv_t, db, rows, n_ok, dsk_base, dsv_base, dsb_base, stride_dskr,
-                            stride_dsvr, stride_dsbr, offs_dk, offs_dv, INDEXED, DK, DV, BLOCK_DK, BLOCK_DV)
+            dq, dkT, dvT, db = _sel_grads_step(dq, q, do, lse2, delta, kt, vt, bias, qk_scale, DOT_PREC)
+            _emit_sel_grads(dkT * scale, dvT, db, rows, n_ok, dsk_base, dsv_base, dsb_base, stride_dskr,
+                            stride_dsvr, stride_dsbr, offs_dk, offs_dv, INDEXED, DK, DV, BLOCK_DK, BLOCK_DV, True)
         else:
             # rows past cnt are zero K, V rows: they add nothing to dq, unmasked
             dq = _dq_step(dq, q, do, lse2, delta, kt, vt, bias, n_ok[None, :], qk_scale, False, DOT_PREC)
