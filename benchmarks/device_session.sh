@@ -26,6 +26,7 @@
 #   bash benchmarks/device_session.sh s9ssd      # SSD with factored decays, bf16 scan copies: GPU tests, sweep, timing, layer
 #   bash benchmarks/device_session.sh s9sel      # selection over runs of blocks, compaction by scatter: GPU tests, timing, layer
 #   bash benchmarks/device_session.sh s9attn     # selected keys' dk, dv transposed: attention tests, sweep, timing, layer, step
+#   bash benchmarks/device_session.sh s9final    # every GPU test, SSD timing at the kept defaults, attention without emission
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
@@ -369,6 +370,21 @@ s9attn)  # one GPU, ~7 min: the fused dq kernel's selected-key dk, dv as Q^T dS,
     timeout 140 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
     echo "   exit $?"; grep "genossa layer:" "$OUT/logs/layer.log"; tail -n 7 "$OUT/logs/layer.log"
     timeout 90 python3 benchmarks/model_step.py --preset small --lengths 131072 2>&1 | tail -n 2
+    ;;
+s9final)  # one GPU, ~8 min: every GPU-marked test and the model kernels' tests, SSD timing at the kept defaults,
+    # then (when the uncommitted benchmarks/no_emit_experiment.py is present) the attention timed without the
+    # fused selected keys' atomic dk, dv, db (wrong gradients: timing only; it edits this throwaway copy)
+    PYTHONSAFEPATH=1 timeout 250 python3 -m pytest -q -p no:cacheprovider -m gpu tests 2>&1 | tail -n 3
+    PYTHONSAFEPATH=1 timeout 60 python3 -m pytest -q -p no:cacheprovider tests/models/test_model_kernels.py 2>&1 | tail -n 1
+    timeout 80 python3 benchmarks/ssd_bench.py --no-sweep --no-profile --lengths 131072 --check-lengths 4096 \
+        > "$OUT/logs/ssd.log" 2>&1
+    echo "   exit $?"; sed -n '/^== summary/,$p' "$OUT/logs/ssd.log" | cut -c1-200
+    if [ -f benchmarks/no_emit_experiment.py ]; then
+        python3 benchmarks/no_emit_experiment.py  # the bench imports the kernels from this checkout
+        timeout 90 python3 benchmarks/attention_bench.py --no-check --no-sweep --no-flex --dense-max 0 --gathered-max 0 \
+            --sizes 131072,1048576 > "$OUT/logs/attention_no_emit.log" 2>&1
+        echo "   exit $?"; grep -E "^\| [0-9]+ \| ours" "$OUT/logs/attention_no_emit.log"
+    fi
     ;;
 infer)  # one GPU, ~9 min: SSD per-kernel profile, base inference (profiled, then the job and the bare model), small,
     # score, training steps
