@@ -39,9 +39,10 @@ KERNEL_CONFIG = {
     "sel": (32, 128, 4, 3),
 }
 """Launch parameters (BLOCK_M queries, BLOCK_N keys, warps, stages) per kernel for 16-bit inputs,
-from benchmarks/attention_bench.py's sweep on an H100 (chunk 128, head dim 64). Where the dq
-kernel's query tile holds a whole chunk (BLOCK_M >= chunk) it also forms the selected keys'
-dk, dv and "sel" is unused. fp32 tiles are twice as large: FP32_CONFIG."""
+from benchmarks/attention_bench.py's sweeps (chunk 128, head dim 64; H100, and on an H200 in
+sessions 7-9). Where the dq kernel's query tile holds a whole chunk (BLOCK_M >= chunk) it also
+forms the selected keys' dk, dv and "sel" is unused; 32-key tiles there (64 spill). fp32 tiles
+are twice as large: FP32_CONFIG."""
 
 FP32_CONFIG = {"fwd": (64, 32, 4, 1), "dq": (64, 32, 4, 1), "dkv": (32, 64, 4, 1), "sel": (32, 64, 4, 1)}
 
