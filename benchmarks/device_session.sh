@@ -372,15 +372,15 @@ s9attn)  # one GPU, ~7 min: the fused dq kernel's selected-key dk, dv as Q^T dS,
     timeout 90 python3 benchmarks/model_step.py --preset small --lengths 131072 2>&1 | tail -n 2
     ;;
 s9final)  # one GPU, ~8 min: every GPU-marked test and the model kernels' tests, SSD timing at the kept defaults,
-    # then (when the uncommitted benchmarks/no_emit_experiment.py is present) the attention timed without the
-    # fused selected keys' atomic dk, dv, db (wrong gradients: timing only; it edits this throwaway copy)
+    # then the attention timed without the fused selected keys' atomic dk, dv, db (benchmarks/no_emit_experiment.py:
+    # wrong gradients, timing only; it edits this throwaway copy of the tree)
     PYTHONSAFEPATH=1 timeout 250 python3 -m pytest -q -p no:cacheprovider -m gpu tests 2>&1 | tail -n 3
     PYTHONSAFEPATH=1 timeout 60 python3 -m pytest -q -p no:cacheprovider tests/models/test_model_kernels.py 2>&1 | tail -n 1
     timeout 80 python3 benchmarks/ssd_bench.py --no-sweep --no-profile --lengths 131072 --check-lengths 4096 \
         > "$OUT/logs/ssd.log" 2>&1
     echo "   exit $?"; sed -n '/^== summary/,$p' "$OUT/logs/ssd.log" | cut -c1-200
     if [ -f benchmarks/no_emit_experiment.py ]; then
-        python3 benchmarks/no_emit_experiment.py  # the bench imports the kernels from this checkout
+        python3 benchmarks/no_emit_experiment.py --on-a-copy  # the bench imports the kernels from this checkout
         timeout 90 python3 benchmarks/attention_bench.py --no-check --no-sweep --no-flex --dense-max 0 --gathered-max 0 \
             --sizes 131072,1048576 > "$OUT/logs/attention_no_emit.log" 2>&1
         echo "   exit $?"; grep -E "^\| [0-9]+ \| ours" "$OUT/logs/attention_no_emit.log"
