@@ -253,7 +253,8 @@ def _chunk_scan_fwd_kernel(
     cross_t = 2 dt_t r_t and self_t = dt_t^2 s_t of the norm recurrences (finished by
     _importance_fwd_kernel), r_t = x_t . w_t with w_t = h_{t-1} B_t formed like y_t = h_t C_t.
     x, z, y, ypre share x's strides; B, C share B's; dt, cross, self share dt's.
-    With HAS_GRAM, cb / bb are C B^T / B B^T per chunk and group ([B, NC, G, CHUNK, CHUNK] fp32)."""
+    With HAS_GRAM, cb / bb are C B^T / B B^T per chunk and group ([B, NC, G, CHUNK, CHUNK], fp32 or the
+    scan dtype); starts are the states before the chunks (fp32 or the scan dtype)."""
     bh = tl.program_id(0)
     cm = tl.program_id(1)
     n_blocks = tl.cdiv(CHUNK, BLOCK_L)
