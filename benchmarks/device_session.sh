@@ -27,6 +27,7 @@
 #   bash benchmarks/device_session.sh s9sel      # selection over runs of blocks, compaction by scatter: GPU tests, timing, layer
 #   bash benchmarks/device_session.sh s9attn     # selected keys' dk, dv transposed: attention tests, sweep, timing, layer, step
 #   bash benchmarks/device_session.sh s9final    # every GPU test, SSD timing at the kept defaults, attention without emission
+#   bash benchmarks/device_session.sh s9base     # the base preset's training step at 131k (6 blocks recomputed)
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
 #   bash benchmarks/device_session.sh jobs       # embed and score throughput (smaller runs)
@@ -385,6 +386,9 @@ s9final)  # one GPU, ~8 min: every GPU-marked test and the model kernels' tests,
             --sizes 131072,1048576 > "$OUT/logs/attention_no_emit.log" 2>&1
         echo "   exit $?"; grep -E "^\| [0-9]+ \| ours" "$OUT/logs/attention_no_emit.log"
     fi
+    ;;
+s9base)  # one GPU, ~3 min: the base preset's bare training step with session 9's kernels
+    timeout 170 python3 benchmarks/model_step.py --preset base --lengths 131072 --checkpointing 6 2>&1 | tail -n 2
     ;;
 infer)  # one GPU, ~9 min: SSD per-kernel profile, base inference (profiled, then the job and the bare model), small,
     # score, training steps
