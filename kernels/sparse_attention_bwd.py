@@ -62,8 +62,8 @@ def _emit_sel_grads(dk, dv, db, rows, n_ok, dk_base, dv_base, db_base, stride_dk
     """dk, dv [BN, D] (or, TRANS, [D, BN]) and db [BN] of one tile of a chunk's selected keys:
     stored at their list slots (gathered) or atomically added to rows of the fp32 dk, dv, db
     (indexed: shared by chunks)."""
-    db_ptrs = db_base + rows.to(tl.int64) * stride_dbr
     r64 = rows.to(tl.int64)
+    db_ptrs = db_base + r64 * stride_dbr
     # (the head-dim masks only where the head dim was padded to a power of two)
     if TRANS:
         dk_ptrs = dk_base + r64[None, :] * stride_dkr + offs_dk[:, None]

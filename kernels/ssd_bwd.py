@@ -30,7 +30,8 @@ import triton
 import triton.language as tl
 
 from genossa.kernels.ssd_fwd import (
-    STATE_PASS_GROUP, _chunk_log_decay, _dot_prec, _elem, _empty, _launch_params, _load_dt_block, _load_gram, _row,
+    STATE_PASS_GROUP, _chunk_log_decay, _dot_prec, _elem, _empty, _launch_params, _load_dt_block, _load_gram,
+    _masked_decay, _row,
     chunk_gram, state_pass_block,
 )
 
@@ -253,7 +254,7 @@ def _chunk_bwd_kernel(
         # acum of the source block's last position (both factors <= 1, see ssd_fwd's scan): 2 BL
         # exponentials per block pair instead of BL x BL
         causal = offs_b[:, None] >= offs_b[None, :]
-        dcy = tl.exp(tl.where(causal, acum_k[:, None] - acum_k[None, :], -float("inf")))
+        dcy = _masked_decay(acum_k, acum_k, causal)
         dx_acc, ddt_acc, gcol, grow_acc = _bwd_pair(
             dx_acc, ddt_acc, gcol, grow_acc, dcy, x_k, B_k, dt_k, offs_k, mask_k, offs_k, kb, dy_ptr, C_ptr, cb_ptr,
             xoff, t0, P, N, stride_x_t, stride_B_t, offs_p, offs_n, offs_blk, dtype, CHUNK, BLOCK_L, HAS_GRAM, DOT_PREC)
@@ -366,7 +367,7 @@ def _group_dB_kernel(
             dm = tl.dot(dy_t, tl.trans(x_s), input_precision=DOT_PREC)
             if mb == s0:
                 ok = (offs_t[:, None] >= offs_s[None, :]) & mask_t[:, None] & mask_s[None, :]
-                dcy = tl.exp(tl.where(ok, acum_t[:, None] - acum_s[None, :], -float("inf"))) * dt_s[None, :]
+                dcy = _masked_decay(acum_t, acum_s, ok) * dt_s[None, :]
             else:
                 ref = tl.load(acum_base + last * H + h)
                 # rows past the chunk read acum 0, which may lie above ref: their factor is 0

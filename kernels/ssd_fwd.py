@@ -42,6 +42,13 @@ def _expm1(a):
 
 
 @triton.jit
+def _masked_decay(acum_t, acum_s, ok):
+    """[len(acum_t), len(acum_s)] exp(acum_t - acum_s) where ok, else 0: the direct decays of a
+    diagonal block (the blocks past it factor through the block's edge instead)."""
+    return tl.exp(tl.where(ok, acum_t[:, None] - acum_s[None, :], -float("inf")))
+
+
+@triton.jit
 def _load_dt_block(dt_ptr, stride_dt_t, offs_l, t0, T, CHUNK: tl.constexpr, A_h, carry):
     """dt, a = dt * A and acum (carry + cumsum of a) of one block of positions of a chunk.
 
@@ -367,7 +374,7 @@ def _chunk_scan_fwd_kernel(
     )
     causal = offs_b[:, None] >= offs_b[None, :]
     # [BL(t), BL(s)]
-    decay = tl.exp(tl.where(causal, acum_m[:, None] - acum_m[None, :], -float("inf"))) * dt_m[None, :]
+    decay = _masked_decay(acum_m, acum_m, causal) * dt_m[None, :]
     if HAS_GRAM:
         cb = _load_gram(cb_ptr, offs_m, offs_m, CHUNK)
     else:
@@ -375,7 +382,7 @@ def _chunk_scan_fwd_kernel(
     acc += tl.dot((cb * decay).to(x_d.dtype), x_d, input_precision=DOT_PREC)
     if IMPORTANCE:
         strict = offs_b[:, None] > offs_b[None, :]
-        decay_prev = tl.exp(tl.where(strict, acum_prev_m[:, None] - acum_m[None, :], -float("inf"))) * dt_m[None, :]
+        decay_prev = _masked_decay(acum_prev_m, acum_m, strict) * dt_m[None, :]
         if HAS_GRAM:
             bb = _load_gram(bb_ptr, offs_m, offs_m, CHUNK)
         else:
