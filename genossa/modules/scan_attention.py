@@ -222,7 +222,8 @@ class ScanSparseAttention(nn.Module):
         if resolve_impl("sparse_attention", self.impl, q) == "triton":
             from genossa.ops.sparse_attention.triton import sparse_attention_indexed
 
-            return sparse_attention_indexed(q, k, v, sel.pos, sel.valid, key_bias=kb, **kw)
+            # select_causal / select_bidirectional lists hold distinct positions
+            return sparse_attention_indexed(q, k, v, sel.pos, sel.valid, key_bias=kb, distinct=True, **kw)
         sel_k, sel_v, sel_b = (gather_selected(t, sel.pos) for t in (k, v, kb))
         return sparse_attention(q, k, v, sel_k, sel_v, sel.pos, sel.valid, key_bias=kb, sel_bias=sel_b,
                                 impl="naive", **kw)
@@ -238,7 +239,7 @@ class ScanSparseAttention(nn.Module):
 
             return sparse_attention_indexed(q, k, v, sel.pos, sel.valid, key_bias=kb, pool_k=cache.pool_k,
                                             pool_v=cache.pool_v, pool_bias=cache.pool_kb, pool_pos=cache.pool.pos,
-                                            **kw)
+                                            distinct=True, **kw)
         sel_k, sel_v, sel_b = self._gather(sel.pos, (k, v, kb), k_start, cache)
         return sparse_attention(q, k, v, sel_k, sel_v, sel.pos, sel.valid, key_bias=kb, sel_bias=sel_b,
                                 impl="naive", **kw)

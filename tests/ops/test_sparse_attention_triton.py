@@ -259,6 +259,23 @@ def test_usable_selection_rules():
     assert cnt.tolist() == [[2, 3]] and rows[0, 1, :3].tolist() == [0, 3, 4]
 
 
+def test_distinct_selections_skip_deduplication():
+    """select_causal's and select_bidirectional's lists hold distinct positions (streamed in pieces
+    too), so distinct=True, which skips the de-duplication sort, marks the same entries usable."""
+    g = torch.Generator().manual_seed(11)
+    B, T, C, W = 2, 96, 8, 8
+    imp, comp = torch.randn(B, T, generator=g), torch.rand(B, T, generator=g)
+    imp[:, 40:60] = imp[:, 40:41]  # ties
+    sel_args = dict(chunk_size=C, window=W, base=5, alpha=2.0, cap=12)
+    first, state = select_causal(imp, comp, q_start=0, n_queries=48, **sel_args)
+    second, _ = select_causal(imp, comp, q_start=48, n_queries=48, state=state, **sel_args)
+    cases = [(first, 0, True), (second, 48, True), (select_bidirectional(imp, comp, **sel_args), 0, False)]
+    for sel, q_start, causal in cases:
+        kw = dict(q_start=q_start, chunk_size=C, window=W, causal=causal)
+        use = sat.usable_selection(sel.pos, sel.valid, **kw)
+        assert use.any() and torch.equal(sat.usable_selection(sel.pos, sel.valid, distinct=True, **kw), use)
+
+
 def test_argument_errors():
     q, k, v, pos, valid = make_case(20, dtype=torch.float32, chunk=16, window=16, n_sel=4)
     sk, sv = gather_selected(k, pos), gather_selected(v, pos)

@@ -48,13 +48,17 @@ FP32_CONFIG = {"fwd": (64, 32, 4, 1), "dq": (64, 32, 4, 1), "dkv": (32, 64, 4, 1
 
 
 def usable_selection(sel_pos: Tensor, sel_valid: Tensor, *, q_start: int, chunk_size: int, window: int,
-                     causal: bool) -> Tensor:
-    """[B, NC, K] bool: the entries the reference attends to (rules in the module docstring)."""
+                     causal: bool, distinct: bool = False) -> Tensor:
+    """[B, NC, K] bool: the entries the reference attends to (rules in the module docstring).
+    distinct: the caller guarantees that a chunk's valid positions differ (select_causal's and
+    select_bidirectional's do), so the de-duplication, a sort of every list, is skipped."""
     n_chunks, n_sel = sel_pos.shape[1], sel_pos.shape[2]
     i0 = q_start + torch.arange(n_chunks, device=sel_pos.device)[:, None] * chunk_size  # [NC, 1]
     use = sel_valid.bool() & (sel_pos >= 0) & (sel_pos < i0 - window)
     if not causal:  # causal: a key at or after i0 + chunk is after every query of the chunk
         use = use | (sel_valid.bool() & (sel_pos >= i0 + chunk_size + window))
+    if distinct:
+        return use
     # keep the first of repeated positions: a stable sort puts it first among its equals
     slot = torch.arange(n_sel, device=sel_pos.device)
     key = torch.where(use, sel_pos, -2 - slot)  # unused entries never equal anything
@@ -234,6 +238,7 @@ def sparse_attention_indexed(
     pool_v: Tensor | None = None,
     pool_bias: Tensor | None = None,
     pool_pos: Tensor | None = None,
+    distinct: bool = False,
 ) -> Tensor:
     """Sparse attention whose selected keys are read from k, v at sel_pos (no gathered copy).
 
@@ -247,6 +252,9 @@ def sparse_attention_indexed(
     pool's positions: a ValueError otherwise (on a GPU a device-side assertion, which does not wait). The
     pool's rows go in front of k (P rows, read by index like k's), so streaming keeps the O(Tq)
     memory of the whole-sequence pass; gradients flow to pool_k, pool_v and pool_bias too.
+    distinct=True promises that each chunk's valid positions differ (as select_causal's and
+    select_bidirectional's do) and skips the de-duplication (at 1M bases a sort of 16.8M entries);
+    repeated positions would then be attended to more than once.
     """
     _check(q, k, v, sel_pos, sel_valid, chunk_size, window, causal, q_start, k_start)
     if pool_k is not None and (key_bias is None) != (pool_bias is None):
@@ -256,7 +264,8 @@ def sparse_attention_indexed(
     dt = q.dtype
     if q.shape[1] == 0:
         return q.new_zeros(*q.shape[:3], v.shape[-1])
-    use = usable_selection(sel_pos, sel_valid, q_start=q_start, chunk_size=chunk_size, window=window, causal=causal)
+    use = usable_selection(sel_pos, sel_valid, q_start=q_start, chunk_size=chunk_size, window=window, causal=causal,
+                           distinct=distinct)
     keys = f"[{k_start}, {k_start + k.shape[1]})"  # for the error below, before the pool shifts k_start
     row_pos, known = sel_pos, (sel_pos >= k_start) & (sel_pos < k_start + k.shape[1])
     if pool_k is not None and k_start > 0:
