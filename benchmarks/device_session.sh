@@ -27,6 +27,7 @@
 #   bash benchmarks/device_session.sh s9sel      # selection over runs of blocks, compaction by scatter: GPU tests, timing, layer
 #   bash benchmarks/device_session.sh s9attn     # selected keys' dk, dv transposed: attention tests, sweep, timing, layer, step
 #   bash benchmarks/device_session.sh s9final    # every GPU test, SSD timing at the kept defaults, attention without emission
+#   bash benchmarks/device_session.sh s10prof    # Nsight Compute counters of the attention kernels; attention GPU tests; layer
 #   bash benchmarks/device_session.sh s9base     # the base preset's training step at 131k (6 blocks recomputed)
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
@@ -386,6 +387,22 @@ s9final)  # one GPU, ~8 min: every GPU-marked test and the model kernels' tests,
             --sizes 131072,1048576 > "$OUT/logs/attention_no_emit.log" 2>&1
         echo "   exit $?"; grep -E "^\| [0-9]+ \| ours" "$OUT/logs/attention_no_emit.log"
     fi
+    ;;
+s10prof)  # one GPU, ~6 min: Nsight Compute (full set) on the attention's forward, dq and local dk/dv kernels at
+    # 128k (raw counters as CSV under $OUT), the attention GPU tests, the whole layer (carry .peers)
+    KERNELS='regex:_sparse_attn_fwd_kernel|_dq_kernel|_dkv_local_kernel'
+    timeout 240 ncu --clock-control none --set full --launch-skip 3 --launch-count 3 --kernel-name "$KERNELS" \
+        -o /tmp/attn -f python3 benchmarks/attention_ncu.py --n 131072 > "$OUT/logs/ncu_run.log" 2>&1
+    echo "   ncu exit $?"; tail -n 3 "$OUT/logs/ncu_run.log"
+    ncu --import /tmp/attn.ncu-rep --page raw --csv > "$OUT/logs/ncu_raw.csv" 2>&1
+    ncu --import /tmp/attn.ncu-rep --page details > "$OUT/logs/ncu_details.txt" 2>&1
+    grep -E "^  [a-z_]+kernel|Duration|Registers Per|Achieved Occupancy|Issue Slots Busy|Compute \(SM\) Thr|No Eligible" \
+        "$OUT/logs/ncu_details.txt" | cut -c1-110
+    PYTHONSAFEPATH=1 timeout 100 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_sparse_attention_triton.py \
+        2>&1 | tail -n 1
+    PYTHONSAFEPATH=1 timeout 60 python3 -m pytest -q -p no:cacheprovider tests/models/test_model_kernels.py 2>&1 | tail -n 1
+    timeout 150 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
+    echo "   exit $?"; grep "genossa layer:" "$OUT/logs/layer.log"; tail -n 7 "$OUT/logs/layer.log"
     ;;
 s9base)  # one GPU, ~3 min: the base preset's bare training step with session 9's kernels
     timeout 170 python3 benchmarks/model_step.py --preset base --lengths 131072 --checkpointing 6 2>&1 | tail -n 2

@@ -56,7 +56,8 @@ def make_layer(T):
         return sel
 
     def attend(sel):
-        return sparse_attention_indexed(q, k, v, sel.pos, sel.valid, chunk_size=CHUNK, window=WINDOW, key_bias=kb)
+        return sparse_attention_indexed(q, k, v, sel.pos, sel.valid, chunk_size=CHUNK, window=WINDOW, key_bias=kb,
+                                        distinct=True)  # as the module passes it
 
     def layer():
         y, imp = scan()
