@@ -28,6 +28,7 @@
 #   bash benchmarks/device_session.sh s9attn     # selected keys' dk, dv transposed: attention tests, sweep, timing, layer, step
 #   bash benchmarks/device_session.sh s9final    # every GPU test, SSD timing at the kept defaults, attention without emission
 #   bash benchmarks/device_session.sh s10prof    # Nsight Compute counters of the attention kernels; attention GPU tests; layer
+#   bash benchmarks/device_session.sh s10caps    # attention launch settings with register caps: sweep (each checked), timing
 #   bash benchmarks/device_session.sh s9base     # the base preset's training step at 131k (6 blocks recomputed)
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
@@ -403,6 +404,12 @@ s10prof)  # one GPU, ~6 min: Nsight Compute (full set) on the attention's forwar
     PYTHONSAFEPATH=1 timeout 60 python3 -m pytest -q -p no:cacheprovider tests/models/test_model_kernels.py 2>&1 | tail -n 1
     timeout 150 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
     echo "   exit $?"; grep "genossa layer:" "$OUT/logs/layer.log"; tail -n 7 "$OUT/logs/layer.log"
+    ;;
+s10caps)  # one GPU, ~6 min: the attention's launch settings with register caps (more programs per multiprocessor):
+    # sweep at 128k (each backward setting checked against the reference first), timing at 128k and 1M
+    timeout 450 python3 benchmarks/attention_bench.py --no-check --cap-sweep --no-flex --dense-max 0 --gathered-max 0 \
+        --sizes 131072,1048576 > "$OUT/logs/attention_caps.log" 2>&1
+    echo "   exit $?"; grep -E "^  fwd|failed|kept|registers|^\| [0-9]+ \| ours" "$OUT/logs/attention_caps.log" | cut -c1-170
     ;;
 s9base)  # one GPU, ~3 min: the base preset's bare training step with session 9's kernels
     timeout 170 python3 benchmarks/model_step.py --preset base --lengths 131072 --checkpointing 6 2>&1 | tail -n 2

@@ -33,7 +33,9 @@ from genossa.kernels.sparse_attention_fwd import (
     _local_bounds,
     _store_rows,
     dot_prec,
+    launch_setting,
     query_rows,
+    register_cap,
     sel_strides,
 )
 
@@ -392,7 +394,7 @@ def _dkv_sel_kernel(
 def sparse_attention_bwd(do, q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, lse, *, chunk_size, window, causal,
                          q_start, k_start, scale, need_sel=True, dq_cfg=(64, 64, 4, 2), dkv_cfg=(64, 64, 4, 2),
                          sel_cfg=(64, 64, 4, 2)):
-    """Backward launch (layouts: sparse_attention_fwd). cfg = (BLOCK_M, BLOCK_N, warps, stages).
+    """Backward launch (layouts: sparse_attention_fwd). cfg = (BLOCK_M, BLOCK_N, warps, stages[, register cap]).
 
     Returns dq, dk, dv (dtypes of q, k, v), dkb (fp32) and dsel_k, dsel_v, dsel_b ([B, NC, K, H(, D)],
     zero on unused entries; None for the indexed layout, whose selected-key gradients are in dk,
@@ -423,7 +425,7 @@ def sparse_attention_bwd(do, q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, l
     dk = _empty(k.shape, dev, acc_dtype or k.dtype)
     dv = _empty(v.shape, dev, acc_dtype or v.dtype)
     dkb = _empty(kb.shape, dev, torch.float32)
-    bm, bn, warps, stages = dkv_cfg
+    bm, bn, warps, stages, cap = launch_setting(dkv_cfg)
     BLOCK_M, ROWS = query_rows(bm, chunk_size)
     if Tk:
         _dkv_local_kernel[(triton.cdiv(Tk, bn), bsz * H)](
@@ -435,7 +437,7 @@ def sparse_attention_bwd(do, q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, l
             dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2),
             dkb.stride(0), dkb.stride(1), dkb.stride(2),
             WINDOW=window, CAUSAL=causal, ROWS=ROWS, BLOCK_M=BLOCK_M, BLOCK_N=bn,
-            num_warps=warps, num_stages=stages, **common,
+            num_warps=warps, num_stages=stages, **register_cap(cap), **common,
         )
 
     want_sel = (indexed or need_sel) and K > 0
@@ -452,7 +454,7 @@ def sparse_attention_bwd(do, q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, l
 
     # dq; where one program holds a whole chunk's queries it also forms the selected keys' dk, dv, db
     dq = _empty(q.shape, dev, q.dtype)
-    bm, bn, warps, stages = dq_cfg
+    bm, bn, warps, stages, cap = launch_setting(dq_cfg)
     BLOCK_M, ROWS = query_rows(bm, chunk_size)
     fused = want_sel and ROWS == chunk_size
     _dq_kernel[(NC * (chunk_size // ROWS), bsz * H)](
@@ -463,11 +465,11 @@ def sparse_attention_bwd(do, q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, l
         do.stride(0), do.stride(1), do.stride(2), dq.stride(0), dq.stride(1), dq.stride(2),
         *dsk[1:], *dsv[1:], *dsb[1:],
         WINDOW=window, CAUSAL=causal, ROWS=ROWS, BLOCK_M=BLOCK_M, BLOCK_N=bn, FUSED_SEL=fused, INDEXED=indexed,
-        num_warps=warps, num_stages=stages, **common,
+        num_warps=warps, num_stages=stages, **register_cap(cap), **common,
     )
 
     if want_sel and not fused and NC:
-        bm, bn, warps, stages = sel_cfg
+        bm, bn, warps, stages, cap = launch_setting(sel_cfg)
         BLOCK_M, ROWS = query_rows(bm, chunk_size)
         NKT = triton.cdiv(K, bn)
         _dkv_sel_kernel[(NC * NKT, bsz * H)](
@@ -476,7 +478,7 @@ def sparse_attention_bwd(do, q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, l
             q.stride(0), q.stride(1), q.stride(2), *sk[1:], *sv[1:], *sb[1:],
             do.stride(0), do.stride(1), do.stride(2), *dsk[1:], *dsv[1:], *dsb[1:],
             ROWS=ROWS, INDEXED=indexed, BLOCK_M=BLOCK_M, BLOCK_N=bn,
-            num_warps=warps, num_stages=stages, **common,
+            num_warps=warps, num_stages=stages, **register_cap(cap), **common,
         )
     if indexed:
         dk, dv = dk.to(k.dtype), dv.to(v.dtype)

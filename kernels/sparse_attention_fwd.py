@@ -212,6 +212,19 @@ def _empty(shape, device, dtype):
     return torch.empty(shape, device=device, dtype=dtype)
 
 
+def register_cap(maxnreg: int | None) -> dict:
+    """Launch option capping registers per thread (None: the compiler's choice). A cap lets more
+    programs share a multiprocessor, at the price of spills where the kernel wants more."""
+    return {} if maxnreg is None else {"maxnreg": maxnreg}
+
+
+def launch_setting(cfg) -> tuple[int, int, int, int, int | None]:
+    """(BLOCK_M, BLOCK_N, warps, stages, register cap or None) of a (BLOCK_M, BLOCK_N, warps,
+    stages[, register cap]) tuple."""
+    bm, bn, warps, stages, *cap = cfg
+    return bm, bn, warps, stages, (cap[0] if cap else None)
+
+
 def dot_prec(dtype) -> str:
     """IEEE fp32 dots for fp32 inputs (tl.dot would use tf32 on GPUs); tensor cores otherwise."""
     return "ieee" if dtype == torch.float32 else "tf32"
@@ -237,7 +250,7 @@ def sel_strides(t: torch.Tensor | None, indexed: bool, like: torch.Tensor):
 
 
 def sparse_attention_fwd(q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, *, chunk_size, window, causal, q_start,
-                         k_start, scale, block_m=64, block_n=64, num_warps=4, num_stages=2):
+                         k_start, scale, block_m=64, block_n=64, num_warps=4, num_stages=2, maxnreg=None):
     """Forward launch. q [B, Tq, H, DK], k [B, Tk, H, DK], v [B, Tk, H, DV] (last dim contiguous),
     kb [B, Tk, H] fp32 key biases; sel_k / sel_v [B, NC, K, H, D] and sel_b [B, NC, K, H] fp32, or
     all None (indexed: rows index k, kb); rows [B, NC, K] int32, cnt [B, NC] int32 (compacted
@@ -269,6 +282,6 @@ def sparse_attention_fwd(q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, *, chunk_s
         CHUNK=chunk_size, WINDOW=window, CAUSAL=causal, ROWS=ROWS, DK=DK, DV=DV,
         BLOCK_M=BLOCK_M, BLOCK_N=block_n, BLOCK_DK=max(16, triton.next_power_of_2(DK)),
         BLOCK_DV=max(16, triton.next_power_of_2(DV)), DOT_PREC=dot_prec(q.dtype),
-        num_warps=num_warps, num_stages=num_stages,
+        num_warps=num_warps, num_stages=num_stages, **register_cap(maxnreg),
     )
     return out, lse

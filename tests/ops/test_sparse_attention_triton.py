@@ -207,11 +207,13 @@ def test_indexed_with_a_pool_equals_gathered(dtype):
                                      pool_bias=pool_b, pool_pos=pool_pos, **kw)
 
 
-@pytest.mark.parametrize("chunk,window,block_m,block_n", [(24, 20, 64, 16), (16, 24, 32, 32), (32, 16, 16, 16), (16, 48, 16, 16)])
-def test_tile_shapes(monkeypatch, chunk, window, block_m, block_n):
+@pytest.mark.parametrize("chunk,window,block_m,block_n,cap", [(24, 20, 64, 16, None), (16, 24, 32, 32, 128),
+                                                             (32, 16, 16, 16, None), (16, 48, 16, 16, None)])
+def test_tile_shapes(monkeypatch, chunk, window, block_m, block_n, cap):
     """Chunks that no power-of-two tile divides (rows masked), tiles larger than the chunk,
-    windows that are no multiple of the tiles, and several query tiles per chunk."""
-    cfg = {name: (block_m, block_n, 4, 1) for name in ("fwd", "dq", "dkv", "sel")}
+    windows that are no multiple of the tiles, and several query tiles per chunk; launch
+    settings with a register cap (a fifth entry: the interpreter ignores it, GPUs spill)."""
+    cfg = {name: (block_m, block_n, 4, 1) + ((cap,) if cap else ()) for name in ("fwd", "dq", "dkv", "sel")}
     monkeypatch.setattr(sat, "FP32_CONFIG", cfg)
     for causal in (True, False):
         q, k, v, pos, valid = make_case(70, dtype=torch.float32, chunk=chunk, window=window, n_sel=7,

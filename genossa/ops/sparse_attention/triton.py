@@ -29,7 +29,7 @@ import torch
 from torch import Tensor
 
 from genossa.kernels.sparse_attention_bwd import sparse_attention_bwd
-from genossa.kernels.sparse_attention_fwd import sparse_attention_fwd
+from genossa.kernels.sparse_attention_fwd import launch_setting, sparse_attention_fwd
 from genossa.ops.sparse_attention.selection import pool_slots
 
 KERNEL_CONFIG = {
@@ -38,7 +38,7 @@ KERNEL_CONFIG = {
     "dkv": (32, 128, 4, 3),
     "sel": (32, 128, 4, 3),
 }
-"""Launch parameters (BLOCK_M queries, BLOCK_N keys, warps, stages) per kernel for 16-bit inputs,
+"""Launch parameters (BLOCK_M queries, BLOCK_N keys, warps, stages[, register cap]) per kernel for 16-bit inputs,
 from benchmarks/attention_bench.py's sweeps (chunk 128, head dim 64; H100, and on an H200 in
 sessions 7-9). Where the dq kernel's query tile holds a whole chunk (BLOCK_M >= chunk) it also
 forms the selected keys' dk, dv and "sel" is unused; 32-key tiles there (64 spill). fp32 tiles
@@ -87,7 +87,7 @@ def _configs(dtype, head_dims):
     64 x 64 and one stage, to fit registers and shared memory."""
     cfg = FP32_CONFIG if dtype == torch.float32 else KERNEL_CONFIG
     if max(head_dims) > 128:
-        cfg = {name: (min(bm, 64), min(bn, 64), warps, 1) for name, (bm, bn, warps, _) in cfg.items()}
+        cfg = {name: (min(bm, 64), min(bn, 64), warps, 1) for name, (bm, bn, warps, *_) in cfg.items()}
     return cfg
 
 
@@ -98,9 +98,9 @@ class SparseAttentionFunction(torch.autograd.Function):
     def forward(ctx, q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, chunk_size, window, causal, q_start, k_start,
                 scale):
         kw = dict(chunk_size=chunk_size, window=window, causal=causal, q_start=q_start, k_start=k_start, scale=scale)
-        bm, bn, warps, stages = _configs(q.dtype, (q.shape[-1], v.shape[-1]))["fwd"]
+        bm, bn, warps, stages, cap = launch_setting(_configs(q.dtype, (q.shape[-1], v.shape[-1]))["fwd"])
         out, lse = sparse_attention_fwd(q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, block_m=bm, block_n=bn,
-                                        num_warps=warps, num_stages=stages, **kw)
+                                        num_warps=warps, num_stages=stages, maxnreg=cap, **kw)
         ctx.save_for_backward(q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, lse)
         ctx.kw = kw
         return out
