@@ -29,6 +29,7 @@
 #   bash benchmarks/device_session.sh s9final    # every GPU test, SSD timing at the kept defaults, attention without emission
 #   bash benchmarks/device_session.sh s10prof    # Nsight Compute counters of the attention kernels; attention GPU tests; layer
 #   bash benchmarks/device_session.sh s10caps    # attention launch settings with register caps: sweep (each checked), timing
+#   bash benchmarks/device_session.sh s10src     # Nsight Compute stall samples per SASS instruction: attention forward and dq kernels
 #   bash benchmarks/device_session.sh s9base     # the base preset's training step at 131k (6 blocks recomputed)
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
@@ -410,6 +411,18 @@ s10caps)  # one GPU, ~6 min: the attention's launch settings with register caps 
     timeout 450 python3 benchmarks/attention_bench.py --no-check --cap-sweep --no-flex --dense-max 0 --gathered-max 0 \
         --sizes 131072,1048576 > "$OUT/logs/attention_caps.log" 2>&1
     echo "   exit $?"; grep -E "^  fwd|failed|kept|registers|^\| [0-9]+ \| ours" "$OUT/logs/attention_caps.log" | cut -c1-170
+    ;;
+s10src)  # one GPU, ~3 min: where the attention's forward and dq kernels stall, per SASS instruction (128k;
+    # CSV under $OUT/logs), and the dkv launch setting kept by s10caps timed again
+    timeout 200 ncu --clock-control none --launch-skip 2 --launch-count 2 \
+        --kernel-name 'regex:_sparse_attn_fwd_kernel|_dq_kernel' --section SourceCounters --section WarpStateStats \
+        --import-source no -o /tmp/src -f python3 benchmarks/attention_ncu.py --n 131072 > "$OUT/logs/ncu_src_run.log" 2>&1
+    echo "   ncu exit $?"; tail -n 2 "$OUT/logs/ncu_src_run.log"
+    ncu --import /tmp/src.ncu-rep --page source --csv --print-source sass > "$OUT/logs/ncu_source.csv" 2>&1
+    echo "   source page exit $? ($(wc -l < "$OUT/logs/ncu_source.csv") lines)"
+    timeout 120 python3 benchmarks/attention_bench.py --no-check --no-sweep --no-flex --dense-max 0 --gathered-max 0 \
+        --sizes 131072,1048576 > "$OUT/logs/attention.log" 2>&1
+    echo "   exit $?"; grep -E "^\| [0-9]+ \| ours|kernel config" "$OUT/logs/attention.log"
     ;;
 s9base)  # one GPU, ~3 min: the base preset's bare training step with session 9's kernels
     timeout 170 python3 benchmarks/model_step.py --preset base --lengths 131072 --checkpointing 6 2>&1 | tail -n 2

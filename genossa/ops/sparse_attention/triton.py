@@ -35,14 +35,16 @@ from genossa.ops.sparse_attention.selection import pool_slots
 KERNEL_CONFIG = {
     "fwd": (128, 64, 4, 3),
     "dq": (128, 32, 4, 3),
-    "dkv": (32, 128, 4, 3),
+    "dkv": (32, 64, 4, 3),
     "sel": (32, 128, 4, 3),
 }
 """Launch parameters (BLOCK_M queries, BLOCK_N keys, warps, stages[, register cap]) per kernel for 16-bit inputs,
 from benchmarks/attention_bench.py's sweeps (chunk 128, head dim 64; H100, and on an H200 in
-sessions 7-9). Where the dq kernel's query tile holds a whole chunk (BLOCK_M >= chunk) it also
-forms the selected keys' dk, dv and "sel" is unused; 32-key tiles there (64 spill). fp32 tiles
-are twice as large: FP32_CONFIG."""
+sessions 7-10). Where the dq kernel's query tile holds a whole chunk (BLOCK_M >= chunk) it also
+forms the selected keys' dk, dv and "sel" is unused; 32-key tiles there (64 spill). dkv's 64-key
+tiles spill nothing (128 spilled) and won by ~1% twice (sessions 7, 10). Register caps that fit
+2-3 programs per multiprocessor were slower everywhere (session 10). fp32 tiles are twice as
+large: FP32_CONFIG."""
 
 FP32_CONFIG = {"fwd": (64, 32, 4, 1), "dq": (64, 32, 4, 1), "dkv": (32, 64, 4, 1), "sel": (32, 64, 4, 1)}
 
