@@ -30,6 +30,7 @@
 #   bash benchmarks/device_session.sh s10prof    # Nsight Compute counters of the attention kernels; attention GPU tests; layer
 #   bash benchmarks/device_session.sh s10caps    # attention launch settings with register caps: sweep (each checked), timing
 #   bash benchmarks/device_session.sh s10src     # Nsight Compute stall samples per SASS instruction: attention forward and dq kernels
+#   bash benchmarks/device_session.sh s10rows    # row indices prefetched a tile ahead: attention GPU tests, sweep, timing, layer
 #   bash benchmarks/device_session.sh s9base     # the base preset's training step at 131k (6 blocks recomputed)
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
@@ -423,6 +424,17 @@ s10src)  # one GPU, ~3 min: where the attention's forward and dq kernels stall, 
     timeout 120 python3 benchmarks/attention_bench.py --no-check --no-sweep --no-flex --dense-max 0 --gathered-max 0 \
         --sizes 131072,1048576 > "$OUT/logs/attention.log" 2>&1
     echo "   exit $?"; grep -E "^\| [0-9]+ \| ours|kernel config" "$OUT/logs/attention.log"
+    ;;
+s10rows)  # one GPU, ~7 min: the selected-key loops with their row indices a tile ahead (gathers pipelined 3 deep):
+    # attention and model-kernel GPU tests, the default launch sweep (each backward setting checked), timing, layer
+    PYTHONSAFEPATH=1 timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_sparse_attention_triton.py \
+        2>&1 | tail -n 1
+    PYTHONSAFEPATH=1 timeout 60 python3 -m pytest -q -p no:cacheprovider tests/models/test_model_kernels.py 2>&1 | tail -n 1
+    timeout 220 python3 benchmarks/attention_bench.py --no-check --no-flex --dense-max 0 --gathered-max 0 \
+        --sizes 131072,1048576 > "$OUT/logs/attention.log" 2>&1
+    echo "   exit $?"; grep -E "^  fwd|failed|kept|registers|^\| [0-9]+ \| ours" "$OUT/logs/attention.log" | cut -c1-170
+    timeout 150 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
+    echo "   exit $?"; grep "genossa layer:" "$OUT/logs/layer.log"; tail -n 7 "$OUT/logs/layer.log"
     ;;
 s9base)  # one GPU, ~3 min: the base preset's bare training step with session 9's kernels
     timeout 170 python3 benchmarks/model_step.py --preset base --lengths 131072 --checkpointing 6 2>&1 | tail -n 2
