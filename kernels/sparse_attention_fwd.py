@@ -181,15 +181,10 @@ def _sparse_attn_fwd_kernel(
     sk_base = sk_ptr + b64 * stride_skb + c64 * stride_skc + h * stride_skh
     sv_base = sv_ptr + b64 * stride_svb + c64 * stride_svc + h * stride_svh
     sb_base = sb_ptr + b64 * stride_sbb + c64 * stride_sbc + h * stride_sbh
-    # the row indices come one tile ahead, in registers: loaded in the tile's own iteration,
-    # Triton's pipeliner made every iteration wait for all the gathers in flight (async_wait 0; the
-    # dq kernel stalled ~10% there, Nsight Compute, session 10); this way the gathers keep 3 stages
-    rows_next = tl.load(row_base + offs_n, mask=offs_n < cnt, other=0)
     for n0 in range(0, cnt, BLOCK_N):
         n = n0 + offs_n
         n_ok = n < cnt
-        rows = rows_next
-        rows_next = tl.load(row_base + n + BLOCK_N, mask=n + BLOCK_N < cnt, other=0)
+        rows = tl.load(row_base + n, mask=n_ok, other=0)
         kt = _load_rows(sk_base, rows, stride_skr, offs_dk, n_ok, DK, BLOCK_DK, True)
         vt = _load_rows(sv_base, rows, stride_svr, offs_dv, n_ok, DV, BLOCK_DV, True)
         # a -inf bias masks the keys past cnt: no per-logit select
