@@ -31,6 +31,7 @@
 #   bash benchmarks/device_session.sh s10caps    # attention launch settings with register caps: sweep (each checked), timing
 #   bash benchmarks/device_session.sh s10src     # Nsight Compute stall samples per SASS instruction: attention forward and dq kernels
 #   bash benchmarks/device_session.sh s10rows    # row indices prefetched a tile ahead: attention GPU tests, sweep, timing, layer
+#   bash benchmarks/device_session.sh s10final   # attention GPU tests; timing and layer with and without the dq kernel's index prefetch
 #   bash benchmarks/device_session.sh s9base     # the base preset's training step at 131k (6 blocks recomputed)
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
@@ -435,6 +436,32 @@ s10rows)  # one GPU, ~7 min: the selected-key loops with their row indices a til
     echo "   exit $?"; grep -E "^  fwd|failed|kept|registers|^\| [0-9]+ \| ours" "$OUT/logs/attention.log" | cut -c1-170
     timeout 150 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
     echo "   exit $?"; grep "genossa layer:" "$OUT/logs/layer.log"; tail -n 7 "$OUT/logs/layer.log"
+    ;;
+s10final)  # one GPU, ~9 min: attention and model-kernel GPU tests, then attention timing and the whole layer with the
+    # dq kernel's row indices a tile ahead (as committed) and, on this throwaway copy of the tree, without (carry .peers)
+    PYTHONSAFEPATH=1 timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_sparse_attention_triton.py \
+        2>&1 | tail -n 1
+    PYTHONSAFEPATH=1 timeout 60 python3 -m pytest -q -p no:cacheprovider tests/models/test_model_kernels.py 2>&1 | tail -n 1
+    for variant in prefetch in-iteration; do
+        if [ "$variant" = in-iteration ]; then
+            python3 - <<'EOF2' || break
+import re
+p = "kernels/sparse_attention_bwd.py"
+s = open(p).read()
+s, n = re.subn(r"    # the row indices come one tile ahead.*?\n    rows_next = tl.load\(row_base \+ offs_n, mask=offs_n < cnt, other=0\)\n", "", s, flags=re.S)
+s = s.replace("        rows = rows_next\n        rows_next = tl.load(row_base + n + BLOCK_N, mask=n + BLOCK_N < cnt, other=0)\n",
+              "        rows = tl.load(row_base + n, mask=n_ok, other=0)\n")
+assert n == 1 and "rows_next" not in s
+open(p, "w").write(s)
+EOF2
+        fi
+        echo "== dq row indices: $variant"
+        timeout 100 python3 benchmarks/attention_bench.py --no-check --no-sweep --no-flex --dense-max 0 --gathered-max 0 \
+            --sizes 131072,1048576 > "$OUT/logs/attention_$variant.log" 2>&1
+        echo "   exit $?"; grep -E "^\| [0-9]+ \| ours" "$OUT/logs/attention_$variant.log"
+        timeout 150 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer_$variant.log" 2>&1
+        echo "   exit $?"; grep "genossa layer:" "$OUT/logs/layer_$variant.log"; tail -n 6 "$OUT/logs/layer_$variant.log"
+    done
     ;;
 s9base)  # one GPU, ~3 min: the base preset's bare training step with session 9's kernels
     timeout 170 python3 benchmarks/model_step.py --preset base --lengths 131072 --checkpointing 6 2>&1 | tail -n 2

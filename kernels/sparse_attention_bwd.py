@@ -196,10 +196,15 @@ def _dq_kernel(
     dsv_base = dsv_ptr + b64 * stride_dsvb + c64 * stride_dsvc + h * stride_dsvh
     sb_base = sb_ptr + b64 * stride_sbb + c64 * stride_sbc + h * stride_sbh
     dsb_base = dsb_ptr + b64 * stride_dsbb + c64 * stride_dsbc + h * stride_dsbh
+    # the row indices come one tile ahead, in registers: loaded in the tile's own iteration,
+    # Triton's pipeliner made every iteration wait for all the gathers in flight (async_wait 0; the
+    # dq kernel stalled ~10% there, Nsight Compute, session 10); this way the gathers keep 3 stages
+    rows_next = tl.load(row_base + offs_n, mask=offs_n < cnt, other=0)
     for n0 in range(0, cnt, BLOCK_N):
         n = n0 + offs_n
         n_ok = n < cnt
-        rows = tl.load(row_base + n, mask=n_ok, other=0)
+        rows = rows_next
+        rows_next = tl.load(row_base + n + BLOCK_N, mask=n + BLOCK_N < cnt, other=0)
         kt = _load_rows(sk_base, rows, stride_skr, offs_dk, n_ok, DK, BLOCK_DK, True)
         vt = _load_rows(sv_base, rows, stride_svr, offs_dv, n_ok, DV, BLOCK_DV, True)
         bias = _load_bias(sb_base, rows, stride_sbr, n_ok, True)
