@@ -32,6 +32,7 @@
 #   bash benchmarks/device_session.sh s10src     # Nsight Compute stall samples per SASS instruction: attention forward and dq kernels
 #   bash benchmarks/device_session.sh s10rows    # row indices prefetched a tile ahead: attention GPU tests, sweep, timing, layer
 #   bash benchmarks/device_session.sh s10final   # attention GPU tests; timing and layer with and without the dq kernel's index prefetch
+#   bash benchmarks/device_session.sh s10step    # small preset's training step; dq kernel counters with the index prefetch
 #   bash benchmarks/device_session.sh s9base     # the base preset's training step at 131k (6 blocks recomputed)
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
 #   bash benchmarks/device_session.sh score      # score throughput, 8,192 and 131,072 bases, dense and sparse
@@ -462,6 +463,18 @@ EOF2
         timeout 150 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer_$variant.log" 2>&1
         echo "   exit $?"; grep "genossa layer:" "$OUT/logs/layer_$variant.log"; tail -n 6 "$OUT/logs/layer_$variant.log"
     done
+    ;;
+s10step)  # one GPU, ~4 min: the small preset's bare training step with session 10's kernels, then the dq kernel's
+    # counters and per-instruction stall samples with its row indices a tile ahead (128k)
+    timeout 120 python3 benchmarks/model_step.py --preset small --lengths 131072 2>&1 | tail -n 2
+    timeout 150 ncu --clock-control none --launch-skip 1 --launch-count 1 --kernel-name regex:_dq_kernel \
+        --section SpeedOfLight --section WarpStateStats --section SourceCounters --section LaunchStats \
+        --section MemoryWorkloadAnalysis -o /tmp/dq -f python3 benchmarks/attention_ncu.py --n 131072 \
+        > "$OUT/logs/ncu_dq_run.log" 2>&1
+    echo "   ncu exit $?"
+    ncu --import /tmp/dq.ncu-rep --page details > "$OUT/logs/ncu_dq_details.txt" 2>&1
+    ncu --import /tmp/dq.ncu-rep --page source --csv --print-source sass > "$OUT/logs/ncu_dq_source.csv" 2>&1
+    grep -E "Duration|Registers Per|Local Memory Spilling Requests |Warp Cycles Per Issued" "$OUT/logs/ncu_dq_details.txt"
     ;;
 s9base)  # one GPU, ~3 min: the base preset's bare training step with session 9's kernels
     timeout 170 python3 benchmarks/model_step.py --preset base --lengths 131072 --checkpointing 6 2>&1 | tail -n 2
