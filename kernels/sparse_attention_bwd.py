@@ -58,33 +58,32 @@ def _delta_kernel(o_ptr, do_ptr, delta_ptr, Tq, H, LP, stride_ob, stride_ot, str
 
 
 @triton.jit
-def _emit_sel_grads(dk, dv, db, rows, n_ok, dk_base, dv_base, db_base, stride_dkr, stride_dvr, stride_dbr,
-                    offs_dk, offs_dv, INDEXED: tl.constexpr, DK: tl.constexpr, DV: tl.constexpr,
-                    BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr, TRANS: tl.constexpr = False):
-    """dk, dv [BN, D] (or, TRANS, [D, BN]) and db [BN] of one tile of a chunk's selected keys:
-    stored at their list slots (gathered) or atomically added to rows of the fp32 dk, dv, db
-    (indexed: shared by chunks)."""
+def _emit_rows(x, rows, n_ok, base, stride_row, offs_d, INDEXED: tl.constexpr, D: tl.constexpr,
+               BLOCK_D: tl.constexpr, TRANS: tl.constexpr):
+    """One gradient tile of a chunk's selected keys, x [BN, BLOCK_D] (or, TRANS, [BLOCK_D, BN]):
+    stored at the keys' list slots (gathered) or atomically added to their rows of an fp32
+    buffer (indexed: rows shared by chunks)."""
     r64 = rows.to(tl.int64)
-    db_ptrs = db_base + r64 * stride_dbr
-    # (the head-dim masks only where the head dim was padded to a power of two)
+    # (the head-dim mask only where the head dim was padded to a power of two)
     if TRANS:
-        dk_ptrs = dk_base + r64[None, :] * stride_dkr + offs_dk[:, None]
-        dv_ptrs = dv_base + r64[None, :] * stride_dvr + offs_dv[:, None]
-        dk_mask = n_ok[None, :] & (offs_dk[:, None] < DK) if DK < BLOCK_DK else n_ok[None, :]
-        dv_mask = n_ok[None, :] & (offs_dv[:, None] < DV) if DV < BLOCK_DV else n_ok[None, :]
+        ptrs = base + r64[None, :] * stride_row + offs_d[:, None]
+        mask = n_ok[None, :] & (offs_d[:, None] < D) if D < BLOCK_D else n_ok[None, :]
     else:
-        dk_ptrs = dk_base + r64[:, None] * stride_dkr + offs_dk[None, :]
-        dv_ptrs = dv_base + r64[:, None] * stride_dvr + offs_dv[None, :]
-        dk_mask = n_ok[:, None] & (offs_dk[None, :] < DK) if DK < BLOCK_DK else n_ok[:, None]
-        dv_mask = n_ok[:, None] & (offs_dv[None, :] < DV) if DV < BLOCK_DV else n_ok[:, None]
+        ptrs = base + r64[:, None] * stride_row + offs_d[None, :]
+        mask = n_ok[:, None] & (offs_d[None, :] < D) if D < BLOCK_D else n_ok[:, None]
     if INDEXED:
-        tl.atomic_add(dk_ptrs, dk, mask=dk_mask, sem="relaxed")
-        tl.atomic_add(dv_ptrs, dv, mask=dv_mask, sem="relaxed")
-        tl.atomic_add(db_ptrs, db, mask=n_ok, sem="relaxed")
+        tl.atomic_add(ptrs, x, mask=mask, sem="relaxed")
     else:
-        tl.store(dk_ptrs, dk.to(dk_base.dtype.element_ty), mask=dk_mask)
-        tl.store(dv_ptrs, dv.to(dv_base.dtype.element_ty), mask=dv_mask)
-        tl.store(db_ptrs, db, mask=n_ok)
+        tl.store(ptrs, x.to(base.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _emit_bias_grad(db, rows, n_ok, base, stride_row, INDEXED: tl.constexpr):
+    ptrs = base + rows.to(tl.int64) * stride_row
+    if INDEXED:
+        tl.atomic_add(ptrs, db, mask=n_ok, sem="relaxed")
+    else:
+        tl.store(ptrs, db, mask=n_ok)
 
 
 @triton.jit
@@ -120,19 +119,27 @@ def _dq_local(dq, q, do, lse2, delta, k_base, v_base, kb_base, stride_kt, stride
 
 
 @triton.jit
-def _sel_grads_step(dq, q, do, lse2, delta, kt, vt, bias, qk_scale, DOT_PREC: tl.constexpr):
-    """A chunk's queries' share of a tile of its selected keys: dq += dS K, and the tile's dk
-    (unscaled), dv transposed ([D, BN]: Q^T dS and dO^T P have M = D rows, a full tensor-core
-    tile, where dS^T Q had BN) and db. Rows past cnt were loaded as zeros (k, v, bias): their dS
-    reaches dq through a zero K row, and their dk, dv, db are never emitted, so P needs no mask."""
+def _sel_grads_step(dq, q, do, lse2, delta, kt, vt, bias, rows, n_ok, dk_base, dv_base, db_base, stride_dkr,
+                    stride_dvr, stride_dbr, offs_dk, offs_dv, qk_scale, scale, INDEXED: tl.constexpr,
+                    DK: tl.constexpr, DV: tl.constexpr, BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr,
+                    DOT_PREC: tl.constexpr):
+    """A chunk's queries' share of a tile of its selected keys: dq += dS K, and the tile's dk, dv,
+    db, complete here (the program holds all the chunk's queries) and emitted. dk, dv are formed
+    transposed ([D, BN]: Q^T dS and dO^T P have M = D rows, a full tensor-core tile, where dS^T Q
+    had BN), dv first so that its accumulator is dead before dP and dS exist (register pressure).
+    Rows past cnt were loaded as zeros (k, v, bias): their dS reaches dq through a zero K row, and
+    their dk, dv, db are never emitted, so P needs no mask."""
     s = tl.dot(q, tl.trans(kt), input_precision=DOT_PREC) * qk_scale + bias[None, :]
     p = tl.exp2(s - lse2[:, None])
+    dvT = tl.dot(tl.trans(do), p.to(do.dtype), input_precision=DOT_PREC)
+    _emit_rows(dvT, rows, n_ok, dv_base, stride_dvr, offs_dv, INDEXED, DV, BLOCK_DV, True)
     dp = tl.dot(do, tl.trans(vt), input_precision=DOT_PREC)
     ds = p * (dp - delta[:, None])
     dq += tl.dot(ds.to(kt.dtype), kt, input_precision=DOT_PREC)
     dkT = tl.dot(tl.trans(q), ds.to(q.dtype), input_precision=DOT_PREC)
-    dvT = tl.dot(tl.trans(do), p.to(do.dtype), input_precision=DOT_PREC)
-    return dq, dkT, dvT, tl.sum(ds, 0)
+    _emit_rows(dkT * scale, rows, n_ok, dk_base, stride_dkr, offs_dk, INDEXED, DK, BLOCK_DK, True)
+    _emit_bias_grad(tl.sum(ds, 0), rows, n_ok, db_base, stride_dbr, INDEXED)
+    return dq
 
 
 @triton.jit
@@ -210,9 +217,9 @@ def _dq_kernel(
         bias = _load_bias(sb_base, rows, stride_sbr, n_ok, True)
         if FUSED_SEL:
             # the program holds all the chunk's queries: the tile's dk, dv, db are complete here
-            dq, dkT, dvT, db = _sel_grads_step(dq, q, do, lse2, delta, kt, vt, bias, qk_scale, DOT_PREC)
-            _emit_sel_grads(dkT * scale, dvT, db, rows, n_ok, dsk_base, dsv_base, dsb_base, stride_dskr,
-                            stride_dsvr, stride_dsbr, offs_dk, offs_dv, INDEXED, DK, DV, BLOCK_DK, BLOCK_DV, True)
+            dq = _sel_grads_step(dq, q, do, lse2, delta, kt, vt, bias, rows, n_ok, dsk_base, dsv_base, dsb_base,
+                                 stride_dskr, stride_dsvr, stride_dsbr, offs_dk, offs_dv, qk_scale, scale, INDEXED,
+                                 DK, DV, BLOCK_DK, BLOCK_DV, DOT_PREC)
         else:
             # rows past cnt are zero K, V rows: they add nothing to dq, unmasked
             dq = _dq_step(dq, q, do, lse2, delta, kt, vt, bias, n_ok[None, :], qk_scale, False, DOT_PREC)
@@ -392,9 +399,9 @@ def _dkv_sel_kernel(
         dk_base = dk_ptr + b64 * stride_dkb + c64 * stride_dkc + h * stride_dkh
         dv_base = dv_ptr + b64 * stride_dvb + c64 * stride_dvc + h * stride_dvh
         db_base = db_ptr + b64 * stride_dbb + c64 * stride_dbc + h * stride_dbh
-        _emit_sel_grads(dk * scale, dv, db, rows, n_ok, dk_base, dv_base, db_base, stride_dkr, stride_dvr,
-                        stride_dbr, offs_dk, offs_dv, INDEXED, DK, DV, BLOCK_DK, BLOCK_DV)
-
+        _emit_rows(dk * scale, rows, n_ok, dk_base, stride_dkr, offs_dk, INDEXED, DK, BLOCK_DK, False)
+        _emit_rows(dv, rows, n_ok, dv_base, stride_dvr, offs_dv, INDEXED, DV, BLOCK_DV, False)
+        _emit_bias_grad(db, rows, n_ok, db_base, stride_dbr, INDEXED)
 
 def sparse_attention_bwd(do, q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, lse, *, chunk_size, window, causal,
                          q_start, k_start, scale, need_sel=True, dq_cfg=(64, 64, 4, 2), dkv_cfg=(64, 64, 4, 2),
