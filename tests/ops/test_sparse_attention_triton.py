@@ -208,17 +208,35 @@ def test_indexed_with_a_pool_equals_gathered(dtype):
 
 
 @pytest.mark.parametrize("chunk,window,block_m,block_n,cap", [(24, 20, 64, 16, None), (16, 24, 32, 32, 128),
-                                                             (32, 16, 16, 16, None), (16, 48, 16, 16, None)])
+                                                             (32, 16, 16, 16, None), (16, 48, 16, 16, None),
+                                                             (64, 40, 64, 128, None)])
 def test_tile_shapes(monkeypatch, chunk, window, block_m, block_n, cap):
     """Chunks that no power-of-two tile divides (rows masked), tiles larger than the chunk,
     windows that are no multiple of the tiles, and several query tiles per chunk; launch
-    settings with a register cap (a fifth entry: the interpreter ignores it, GPUs spill)."""
+    settings with a register cap (a fifth entry: the interpreter ignores it, GPUs spill); the
+    forward with its row indices loaded a tile ahead and (64 x 128 tiles) in the tile's iteration."""
     cfg = {name: (block_m, block_n, 4, 1) + ((cap,) if cap else ()) for name in ("fwd", "dq", "dkv", "sel")}
     monkeypatch.setattr(sat, "FP32_CONFIG", cfg)
     for causal in (True, False):
         q, k, v, pos, valid = make_case(70, dtype=torch.float32, chunk=chunk, window=window, n_sel=7,
                                         causal=causal, seed=6, B=1)
         check(q, k, v, pos, valid, dtype=torch.float32, chunk_size=chunk, window=window, causal=causal)
+
+
+@pytest.mark.parametrize("chunk,block_m,block_n", [(16, 16, 16), (64, 64, 128)])
+def test_several_selected_tiles(monkeypatch, chunk, block_m, block_n):
+    """Lists of several key tiles, so the selected-key loops carry their row indices across
+    iterations: loaded a tile ahead (the dq kernel; the forward's 16 x 16 tiles) or in the tile's
+    own iteration (the forward's 64 x 128 tiles)."""
+    assert fwd_mod.rows_ahead(16, 16, 4) and not fwd_mod.rows_ahead(64, 128, 4)  # both forward paths
+    cfg = {name: (block_m, block_n, 4, 1) for name in ("fwd", "dq", "dkv", "sel")}
+    monkeypatch.setattr(sat, "FP32_CONFIG", cfg)
+    n_sel = 3 * block_n  # ~2 tiles usable: most positions precede the chunks' spans
+    q, k, v, pos, valid = make_case(2 * chunk, dtype=torch.float32, chunk=chunk, window=16, n_sel=n_sel,
+                                    q_start=4 * n_sel, seed=8, B=1, H=1)
+    use = sat.usable_selection(pos, valid, q_start=4 * n_sel, chunk_size=chunk, window=16, causal=True)
+    assert (use.sum(-1) > block_n).all()
+    check(q, k, v, pos, valid, dtype=torch.float32, chunk_size=chunk, window=16, causal=True, q_start=4 * n_sel)
 
 
 def test_folded_scan_bias_and_real_selection():
