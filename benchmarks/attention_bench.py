@@ -172,16 +172,21 @@ def sweep(n, wide=False, caps=False):
     q, k, v = make_qkv(n, torch.bfloat16, requires_grad=True)
     _, _, pos, valid = make_pattern(n)
     fwd_cands = [(128, 64, 4, 3)]  # first run: (128, 64, 4, 3) 2.95 ms, (128, 64, 8, 3) 3.15, (128, 128, 8, 3) 3.74
+    # session 11: smaller logits tiles load their row indices a tile ahead (rows_ahead; offline sm_90a:
+    # (128, 32, 4, 3) 208 registers, (128, 32, 8, 3) 128, (128, 64, 8, 3) 231, none spilled)
+    fwd_cands += [(128, 32, 4, 3), (128, 32, 4, 4), (128, 32, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3)]
     # dq tiles of a whole chunk (128) also form the selected keys' dk, dv (fused)
     # session 8 (H200, 128k fwd+bwd): the chunk's 128 queries held as two halves of 64 with 64-key tiles
     # 13.13-22.72 ms (110-138 spilled registers), 64-query tiles adding their dk, dv shares atomically
     # 14.04-15.75, against 12.69 for (128, 32, 4, 3) (22 spills): benchmarks/RESULTS.md
     # session 9: the fused tile's dk, dv formed transposed (Q^T dS, dO^T P: M = head dim), so 64-key tiles again
+    # session 11: the selected keys' dv emitted before dP exists (offline: (128, 64, 8, 3) and (128, 32, 8, 3)
+    # no spills at 255 / 184 registers)
     bwd_cands = [
-        dict(dq=(128, 32, 4, 3), dkv=(32, 128, 4, 3)),
-        dict(dq=(128, 64, 4, 3), dkv=(32, 128, 4, 3)),
-        dict(dq=(128, 64, 8, 3), dkv=(32, 128, 4, 3)),
-        dict(dq=(64, 32, 4, 3), dkv=(32, 128, 4, 3), sel=(32, 128, 4, 3)),  # unfused, as in the first run
+        dict(dq=(128, 32, 4, 3), dkv=(32, 64, 4, 3)),
+        dict(dq=(128, 64, 8, 3), dkv=(32, 64, 4, 3)),
+        dict(dq=(128, 32, 8, 3), dkv=(32, 64, 4, 3)),
+        dict(dq=(64, 32, 4, 3), dkv=(32, 64, 4, 3), sel=(32, 128, 4, 3)),  # unfused, as in the first run
     ]
     if wide:  # the launch space again, on this device
         fwd_cands += [(128, 64, 8, 3), (128, 32, 4, 3), (128, 64, 4, 4), (128, 32, 4, 4), (128, 128, 8, 2),

@@ -32,6 +32,7 @@
 #   bash benchmarks/device_session.sh s10src     # Nsight Compute stall samples per SASS instruction: attention forward and dq kernels
 #   bash benchmarks/device_session.sh s10rows    # row indices prefetched a tile ahead: attention GPU tests, sweep, timing, layer
 #   bash benchmarks/device_session.sh s10final   # attention GPU tests; timing and layer with and without the dq kernel's index prefetch
+#   bash benchmarks/device_session.sh s11sweep   # attention sweep (forward rows ahead, dq dv first), timing, layer (carry .peers)
 #   bash benchmarks/device_session.sh s10step    # small preset's training step; dq kernel counters with the index prefetch
 #   bash benchmarks/device_session.sh s9base     # the base preset's training step at 131k (6 blocks recomputed)
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
@@ -463,6 +464,18 @@ EOF2
         timeout 150 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer_$variant.log" 2>&1
         echo "   exit $?"; grep "genossa layer:" "$OUT/logs/layer_$variant.log"; tail -n 6 "$OUT/logs/layer_$variant.log"
     done
+    ;;
+s11sweep)  # one GPU, ~7 min: attention and model-kernel GPU tests; the attention's launch sweep (forward tiles with
+    # their row indices a tile ahead, dq kernels with the selected keys' dv emitted first), timing at the sweep's
+    # best; the whole layer at the committed launch settings (carry .peers)
+    PYTHONSAFEPATH=1 timeout 120 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_sparse_attention_triton.py \
+        2>&1 | tail -n 1
+    PYTHONSAFEPATH=1 timeout 60 python3 -m pytest -q -p no:cacheprovider tests/models/test_model_kernels.py 2>&1 | tail -n 1
+    timeout 240 python3 benchmarks/attention_bench.py --no-check --no-flex --dense-max 0 --gathered-max 0 \
+        --sizes 131072,1048576 > "$OUT/logs/attention_sweep.log" 2>&1
+    echo "   exit $?"; grep -E "^  (fwd|bwd|fwd\+bwd|kept)|^\| [0-9]+ \| ours|registers" "$OUT/logs/attention_sweep.log"
+    timeout 150 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
+    echo "   exit $?"; tail -n 8 "$OUT/logs/layer.log"
     ;;
 s10step)  # one GPU, ~4 min: the small preset's bare training step with session 10's kernels, then the dq kernel's
     # counters and per-instruction stall samples with its row indices a tile ahead (128k)
