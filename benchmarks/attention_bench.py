@@ -172,9 +172,8 @@ def sweep(n, wide=False, caps=False):
     q, k, v = make_qkv(n, torch.bfloat16, requires_grad=True)
     _, _, pos, valid = make_pattern(n)
     fwd_cands = [(128, 64, 4, 3)]  # first run: (128, 64, 4, 3) 2.95 ms, (128, 64, 8, 3) 3.15, (128, 128, 8, 3) 3.74
-    # session 11: smaller logits tiles load their row indices a tile ahead (rows_ahead; offline sm_90a:
-    # (128, 32, 4, 3) 208 registers, (128, 32, 8, 3) 128, (128, 64, 8, 3) 231, none spilled)
-    fwd_cands += [(128, 32, 4, 3), (128, 32, 4, 4), (128, 32, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3)]
+    # session 11, a forward with its row indices a tile ahead (reverted): (128, 32, 4, 3) 3.43 ms, (128, 32, 4, 4)
+    # 3.47, (128, 32, 8, 3) 3.74, (128, 64, 8, 3) 4.75, (64, 64, 4, 3) 4.46, against 3.16 (none spilled)
     # dq tiles of a whole chunk (128) also form the selected keys' dk, dv (fused)
     # session 8 (H200, 128k fwd+bwd): the chunk's 128 queries held as two halves of 64 with 64-key tiles
     # 13.13-22.72 ms (110-138 spilled registers), 64-query tiles adding their dk, dv shares atomically

@@ -142,7 +142,7 @@ def _sparse_attn_fwd_kernel(
     stride_ob, stride_ot, stride_oh,
     CHUNK: tl.constexpr, WINDOW: tl.constexpr, CAUSAL: tl.constexpr, ROWS: tl.constexpr,
     DK: tl.constexpr, DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PREC: tl.constexpr, ROWS_AHEAD: tl.constexpr,
+    BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     t = tl.program_id(0)
     bh = tl.program_id(1)
@@ -181,19 +181,13 @@ def _sparse_attn_fwd_kernel(
     sk_base = sk_ptr + b64 * stride_skb + c64 * stride_skc + h * stride_skh
     sv_base = sv_ptr + b64 * stride_svb + c64 * stride_svc + h * stride_svh
     sb_base = sb_ptr + b64 * stride_sbb + c64 * stride_sbc + h * stride_sbh
-    # ROWS_AHEAD: the row indices come one tile ahead, in registers, so the gathers pipeline
-    # num_stages deep (an index load feeding gathers in its own iteration makes Triton 3.6's pipeliner
-    # wait for every copy in flight); it costs registers: with 64-key tiles at 4 warps this kernel
-    # went to 255 registers with spills, 9% slower (session 10)
-    rows_next = tl.load(row_base + offs_n, mask=(offs_n < cnt) & ROWS_AHEAD, other=0)
+    # (loading the row indices a tile ahead, as the dq kernel does, lets the gathers pipeline deeper
+    # but took this kernel to 255 registers with spills: 9% slower, session 10; with 32-key tiles or 8
+    # warps it fits (128-231 registers, no spills) but every such tile was 9-50% slower, session 11)
     for n0 in range(0, cnt, BLOCK_N):
         n = n0 + offs_n
         n_ok = n < cnt
-        if ROWS_AHEAD:
-            rows = rows_next
-            rows_next = tl.load(row_base + n + BLOCK_N, mask=n + BLOCK_N < cnt, other=0)
-        else:
-            rows = tl.load(row_base + n, mask=n_ok, other=0)
+        rows = tl.load(row_base + n, mask=n_ok, other=0)
         kt = _load_rows(sk_base, rows, stride_skr, offs_dk, n_ok, DK, BLOCK_DK, True)
         vt = _load_rows(sv_base, rows, stride_svr, offs_dv, n_ok, DV, BLOCK_DV, True)
         # a -inf bias masks the keys past cnt: no per-logit select
@@ -232,12 +226,6 @@ def launch_setting(cfg) -> tuple[int, int, int, int, int | None]:
     stages[, register cap]) tuple."""
     bm, bn, warps, stages, *cap = cfg
     return bm, bn, warps, stages, (cap[0] if cap else None)
-
-
-def rows_ahead(block_m: int, block_n: int, warps: int) -> bool:
-    """Whether the forward loads its selected keys' row indices a tile ahead: where a thread's share
-    of the [BLOCK_M, BLOCK_N] logits is at most 32 fp32 values, which leaves the registers for it."""
-    return block_m * block_n <= 32 * 32 * warps
 
 
 def dot_prec(dtype) -> str:
@@ -297,7 +285,6 @@ def sparse_attention_fwd(q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, *, chunk_s
         CHUNK=chunk_size, WINDOW=window, CAUSAL=causal, ROWS=ROWS, DK=DK, DV=DV,
         BLOCK_M=BLOCK_M, BLOCK_N=block_n, BLOCK_DK=max(16, triton.next_power_of_2(DK)),
         BLOCK_DV=max(16, triton.next_power_of_2(DV)), DOT_PREC=dot_prec(q.dtype),
-        ROWS_AHEAD=rows_ahead(BLOCK_M, block_n, num_warps),
         num_warps=num_warps, num_stages=num_stages, **register_cap(maxnreg),
     )
     return out, lse

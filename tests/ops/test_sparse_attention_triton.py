@@ -208,13 +208,11 @@ def test_indexed_with_a_pool_equals_gathered(dtype):
 
 
 @pytest.mark.parametrize("chunk,window,block_m,block_n,cap", [(24, 20, 64, 16, None), (16, 24, 32, 32, 128),
-                                                             (32, 16, 16, 16, None), (16, 48, 16, 16, None),
-                                                             (64, 40, 64, 128, None)])
+                                                             (32, 16, 16, 16, None), (16, 48, 16, 16, None)])
 def test_tile_shapes(monkeypatch, chunk, window, block_m, block_n, cap):
     """Chunks that no power-of-two tile divides (rows masked), tiles larger than the chunk,
     windows that are no multiple of the tiles, and several query tiles per chunk; launch
-    settings with a register cap (a fifth entry: the interpreter ignores it, GPUs spill); the
-    forward with its row indices loaded a tile ahead and (64 x 128 tiles) in the tile's iteration."""
+    settings with a register cap (a fifth entry: the interpreter ignores it, GPUs spill)."""
     cfg = {name: (block_m, block_n, 4, 1) + ((cap,) if cap else ()) for name in ("fwd", "dq", "dkv", "sel")}
     monkeypatch.setattr(sat, "FP32_CONFIG", cfg)
     for causal in (True, False):
@@ -225,10 +223,8 @@ def test_tile_shapes(monkeypatch, chunk, window, block_m, block_n, cap):
 
 @pytest.mark.parametrize("chunk,block_m,block_n", [(16, 16, 16), (64, 64, 128)])
 def test_several_selected_tiles(monkeypatch, chunk, block_m, block_n):
-    """Lists of several key tiles, so the selected-key loops carry their row indices across
-    iterations: loaded a tile ahead (the dq kernel; the forward's 16 x 16 tiles) or in the tile's
-    own iteration (the forward's 64 x 128 tiles)."""
-    assert fwd_mod.rows_ahead(16, 16, 4) and not fwd_mod.rows_ahead(64, 128, 4)  # both forward paths
+    """Lists of several key tiles: the selected-key loops run several iterations (the dq kernel
+    carries its row indices a tile ahead across them)."""
     cfg = {name: (block_m, block_n, 4, 1) for name in ("fwd", "dq", "dkv", "sel")}
     monkeypatch.setattr(sat, "FP32_CONFIG", cfg)
     n_sel = 3 * block_n  # ~2 tiles usable: most positions precede the chunks' spans
