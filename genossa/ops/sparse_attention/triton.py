@@ -8,7 +8,9 @@ keys); memory is O(Tq) beyond the inputs (out, a base-2 log-sum-exp and delta, f
 Which selected entries count is settled here, once per call, on the device, in O(NC * K log K):
 an entry is used iff it is valid, >= 0, outside the chunk's local span, not after the chunk's
 queries (causal: before i0 - window) and the first of its repeats in the list. Each chunk's used
-entries are compacted to the front (`rows`, `cnt`) so the kernels stop after the last one.
+entries are compacted to the front (`rows`, `cnt`) so the kernels stop after the last one. Lists
+known to hold distinct positions (`distinct=True`) need no de-duplication: one Triton pass
+(genossa.kernels.selection_rows) then does both steps.
 
 Two layouts of the selected keys:
 
@@ -28,6 +30,7 @@ import math
 import torch
 from torch import Tensor
 
+from genossa.kernels.selection_rows import selection_rows
 from genossa.kernels.sparse_attention_bwd import sparse_attention_bwd
 from genossa.kernels.sparse_attention_fwd import launch_setting, sparse_attention_fwd
 from genossa.ops.sparse_attention.selection import pool_slots
@@ -266,11 +269,18 @@ def sparse_attention_indexed(
     dt = q.dtype
     if q.shape[1] == 0:
         return q.new_zeros(*q.shape[:3], v.shape[-1])
-    use = usable_selection(sel_pos, sel_valid, q_start=q_start, chunk_size=chunk_size, window=window, causal=causal,
-                           distinct=distinct)
+    pooled = pool_k is not None and k_start > 0
+    # a used causal entry lies in [0, i0 - window), inside k when k starts at 0 and reaches the last
+    # query: nothing to check
+    covered = causal and not pooled and k_start == 0 and k.shape[1] >= q_start + q.shape[1]
+    # distinct lists index k directly: one kernel finds and compacts the used entries (selection_rows)
+    one_pass = distinct and not pooled
+    use = None if one_pass and covered else usable_selection(
+        sel_pos, sel_valid, q_start=q_start, chunk_size=chunk_size, window=window, causal=causal, distinct=distinct)
     keys = f"[{k_start}, {k_start + k.shape[1]})"  # for the error below, before the pool shifts k_start
-    row_pos, known = sel_pos, (sel_pos >= k_start) & (sel_pos < k_start + k.shape[1])
-    if pool_k is not None and k_start > 0:
+    row_pos = sel_pos
+    known = None if covered else (sel_pos >= k_start) & (sel_pos < k_start + k.shape[1])
+    if pooled:
         # rows of [pool; k] as positions from k_start - P: the kernel's local spans (>= k_start,
         # since k_start <= q_start - window) keep their rows, pooled keys take rows 0..P-1
         n_pool = pool_k.shape[1]
@@ -282,10 +292,8 @@ def sparse_attention_indexed(
         pool_bias = pool_bias if pool_bias is not None else pool_k.new_zeros(pool_k.shape[:3], dtype=torch.float32)
         key_bias = torch.cat([pool_bias.float(), key_bias], 1)
         k_start -= n_pool
-    # a used causal entry lies in [0, i0 - window), inside k when k starts at 0 and reaches the last
-    # query: nothing to check. Otherwise check, on a GPU without waiting for it (a host sync per
-    # layer drained the launch queue: 16 per base-preset forward).
-    covered = causal and pool_k is None and k_start == 0 and k.shape[1] >= q_start + q.shape[1]
+    # unless covered (above), check, on a GPU without waiting for it (a host sync per layer drained
+    # the launch queue: 16 per base-preset forward)
     if not covered:
         message = (f"sparse_attention_indexed: a selected position lies outside the keys {keys} and the pool; "
                    f"pass gathered keys to sparse_attention_triton instead")
@@ -295,7 +303,11 @@ def sparse_attention_indexed(
         elif bool(outside):
             raise ValueError(message)
     q, k, v = (_last_contiguous(t.to(dt)) for t in (q, k, v))
-    rows, cnt = compact_selection(use, row_pos, indexed=True, k_start=k_start)
+    if one_pass:
+        rows, cnt = selection_rows(sel_pos, sel_valid, q_start=q_start, chunk_size=chunk_size, window=window,
+                                   causal=causal, k_start=k_start)
+    else:
+        rows, cnt = compact_selection(use, row_pos, indexed=True, k_start=k_start)
     return SparseAttentionFunction.apply(q, k, v, _by_head(key_bias), None, None, None, rows, cnt, chunk_size,
                                          window, causal, q_start, k_start, scale)
 
