@@ -33,6 +33,7 @@
 #   bash benchmarks/device_session.sh s10rows    # row indices prefetched a tile ahead: attention GPU tests, sweep, timing, layer
 #   bash benchmarks/device_session.sh s10final   # attention GPU tests; timing and layer with and without the dq kernel's index prefetch
 #   bash benchmarks/device_session.sh s11sweep   # attention sweep (forward rows ahead, dq dv first), timing, layer (carry .peers)
+#   bash benchmarks/device_session.sh s11rows    # GPU tests, attention and layer with one-pass selection rows, layer profile, step
 #   bash benchmarks/device_session.sh s10step    # small preset's training step; dq kernel counters with the index prefetch
 #   bash benchmarks/device_session.sh s9base     # the base preset's training step at 131k (6 blocks recomputed)
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
@@ -476,6 +477,20 @@ s11sweep)  # one GPU, ~7 min: attention and model-kernel GPU tests; the attentio
     echo "   exit $?"; grep -E "^  (fwd|bwd|fwd\+bwd|kept)|^\| [0-9]+ \| ours|registers" "$OUT/logs/attention_sweep.log"
     timeout 150 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
     echo "   exit $?"; tail -n 8 "$OUT/logs/layer.log"
+    ;;
+s11rows)  # one GPU, ~8 min: GPU tests (selection rows, attention, model kernels); attention timing and the whole layer
+    # with distinct lists compacted by one kernel; the layer's kernels profiled at 1M; the small preset's training step
+    PYTHONSAFEPATH=1 timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_selection_rows.py \
+        tests/ops/test_sparse_attention_triton.py 2>&1 | tail -n 1
+    PYTHONSAFEPATH=1 timeout 60 python3 -m pytest -q -p no:cacheprovider tests/models/test_model_kernels.py 2>&1 | tail -n 1
+    timeout 100 python3 benchmarks/attention_bench.py --no-check --no-sweep --no-flex --dense-max 0 --gathered-max 0 \
+        --sizes 131072,1048576 > "$OUT/logs/attention.log" 2>&1
+    echo "   exit $?"; grep -E "^\| [0-9]+ \| ours" "$OUT/logs/attention.log"
+    timeout 150 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
+    echo "   exit $?"; grep "genossa layer:" "$OUT/logs/layer.log"; tail -n 6 "$OUT/logs/layer.log"
+    timeout 90 python3 benchmarks/layer_bench.py --profile 1048576 > "$OUT/logs/layer_profile.log" 2>&1
+    echo "   exit $?"; tail -n 36 "$OUT/logs/layer_profile.log" | cut -c1-160
+    timeout 150 python3 benchmarks/model_step.py --preset small --lengths 131072 --repeats 5 2>&1 | tail -n 2
     ;;
 s10step)  # one GPU, ~4 min: the small preset's bare training step with session 10's kernels, then the dq kernel's
     # counters and per-instruction stall samples with its row indices a tile ahead (128k)

@@ -114,11 +114,35 @@ def run(T, mamba):
     return rows
 
 
+def profile_layer(T):
+    """GPU time per kernel over 2 forward+backward calls of our layer at T (after one to compile)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    inp, (q, k, v), leaves, parts = make_layer(T)
+    dy, do = torch.randn_like(inp["x"]), torch.randn_like(q)
+
+    def step():
+        y, o = parts["layer"]()
+        torch.autograd.backward([y, o], [dy, do])
+
+    step()
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(2):
+            step()
+        torch.cuda.synchronize()
+    print(f"\n## kernels of 2 layer fwd+bwd at n={T}")
+    print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=30, max_name_column_width=50))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--mamba", type=Path, default=ROOT / ".peers" / "mamba_ssm-2.3.2.post1")
     ap.add_argument("--lengths", type=int, nargs="+", default=[16384, 131072, 1048576])
+    ap.add_argument("--profile", type=int, metavar="N", help="instead: GPU time per kernel of the layer at n=N")
     args = ap.parse_args()
+    if args.profile:
+        return profile_layer(args.profile)
     assert torch.cuda.is_available(), "needs a CUDA GPU"
     import triton
 
