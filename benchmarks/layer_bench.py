@@ -122,6 +122,8 @@ def profile_layer(T):
     dy, do = torch.randn_like(inp["x"]), torch.randn_like(q)
 
     def step():
+        for t in leaves:
+            t.grad = None  # as the timing does: no gradient accumulation
         y, o = parts["layer"]()
         torch.autograd.backward([y, o], [dy, do])
 
@@ -132,7 +134,7 @@ def profile_layer(T):
             step()
         torch.cuda.synchronize()
     print(f"\n## kernels of 2 layer fwd+bwd at n={T}")
-    print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=30, max_name_column_width=50))
+    print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=30, max_name_column_width=100))
 
 
 def main():

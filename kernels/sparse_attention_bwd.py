@@ -16,7 +16,13 @@ their P is exactly 0). Layouts and the query-tile convention: sparse_attention_f
 4. `_dkv_sel_kernel`, grid (chunk x selected-key block, B*H): dK, dV of a chunk's selected keys
    from that chunk's queries. Gathered layout: stored into dsel_k / dsel_v [B, NC, K, H, D] at
    the entries' slots. Indexed layout: the keys are rows of k, and a key may be selected by many
-   chunks, so the contributions are atomically added into fp32 dk / dv buffers after step 3.
+   chunks, so the contributions are atomically added into fp32 buffers (acc_k, acc_v, acc_b).
+
+Indexed layout, in order: `_mark_rows_kernel` marks the rows of k that some list holds, and
+`_zero_marked_rows_kernel` zeroes those rows of the fp32 buffers (only them: at 1M bases a few
+percent of the rows; zeroing or converting whole fp32 copies of dk, dv cost ~2 ms); the selected
+keys' gradients are added into them (step 2 or 4); then step 3 adds the marked rows to its local
+dk, dv, db and stores every row once, in k's dtype.
 """
 from __future__ import annotations
 
@@ -55,6 +61,38 @@ def _delta_kernel(o_ptr, do_ptr, delta_ptr, Tq, H, LP, stride_ob, stride_ot, str
     do = _load_rows(do_ptr + b * stride_dob + h * stride_doh, qi, stride_dot, offs_d, ok, DV, BLOCK_DV, True)
     delta = tl.sum(o.to(tl.float32) * do.to(tl.float32), 1)
     tl.store(delta_ptr + bh.to(tl.int64) * LP + qi, delta, mask=qi < LP)
+
+
+@triton.jit
+def _mark_rows_kernel(row_ptr, cnt_ptr, mark_ptr, NC, K, Tk, BLOCK: tl.constexpr):
+    """mark[b, r] = 1 for every row r that chunk c's list holds (grid B * NC)."""
+    pid = tl.program_id(0)
+    b = pid // NC
+    cnt = tl.load(cnt_ptr + pid)
+    for n0 in range(0, cnt, BLOCK):
+        n = n0 + tl.arange(0, BLOCK)
+        rows = tl.load(row_ptr + pid.to(tl.int64) * K + n, mask=n < cnt, other=0)
+        tl.store(mark_ptr + b.to(tl.int64) * Tk + rows, tl.full([BLOCK], 1, tl.int8), mask=n < cnt)
+
+
+@triton.jit
+def _zero_marked_rows_kernel(mark_ptr, acc_k_ptr, acc_v_ptr, acc_b_ptr, Tk, HDK: tl.constexpr, HDV: tl.constexpr,
+                             H: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_HDK: tl.constexpr,
+                             BLOCK_HDV: tl.constexpr, BLOCK_H: tl.constexpr):
+    """Zero rows (b, t) of the contiguous fp32 buffers acc_k [B, Tk, H, DK], acc_v [B, Tk, H, DV],
+    acc_b [B, Tk, H] where mark[b, t] (grid (Tk / BLOCK_T, B)); the rest stay untouched."""
+    t = tl.program_id(0) * BLOCK_T + tl.arange(0, BLOCK_T)
+    row = tl.program_id(1).to(tl.int64) * Tk + t
+    marked = tl.load(mark_ptr + row, mask=t < Tk, other=0) != 0
+    ck = tl.arange(0, BLOCK_HDK)
+    cv = tl.arange(0, BLOCK_HDV)
+    ch = tl.arange(0, BLOCK_H)
+    tl.store(acc_k_ptr + row[:, None] * HDK + ck[None, :], tl.zeros([BLOCK_T, BLOCK_HDK], tl.float32),
+             mask=marked[:, None] & (ck[None, :] < HDK))
+    tl.store(acc_v_ptr + row[:, None] * HDV + cv[None, :], tl.zeros([BLOCK_T, BLOCK_HDV], tl.float32),
+             mask=marked[:, None] & (cv[None, :] < HDV))
+    tl.store(acc_b_ptr + row[:, None] * H + ch[None, :], tl.zeros([BLOCK_T, BLOCK_H], tl.float32),
+             mask=marked[:, None] & (ch[None, :] < H))
 
 
 @triton.jit
@@ -268,6 +306,7 @@ def _dkv_step(dk, dv, db, kt, vt, bias, q_base, do_base, lse_base, delta_base, s
 @triton.jit
 def _dkv_local_kernel(
     q_ptr, k_ptr, v_ptr, kb_ptr, do_ptr, lse_ptr, delta_ptr, dk_ptr, dv_ptr, dkb_ptr,
+    mark_ptr, acc_k_ptr, acc_v_ptr, acc_b_ptr,
     Tq, Tk, H, NC, q_start, k_start, LP, qk_scale, scale,
     stride_qb, stride_qt, stride_qh,
     stride_kb, stride_kt, stride_kh,
@@ -279,7 +318,7 @@ def _dkv_local_kernel(
     stride_dkbb, stride_dkbt, stride_dkbh,
     CHUNK: tl.constexpr, WINDOW: tl.constexpr, CAUSAL: tl.constexpr, ROWS: tl.constexpr,
     DK: tl.constexpr, DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PREC: tl.constexpr,
+    BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PREC: tl.constexpr, ADD_SEL: tl.constexpr,
 ):
     jt = tl.program_id(0)
     bh = tl.program_id(1)
@@ -342,7 +381,16 @@ def _dkv_local_kernel(
                                stride_qt, stride_dot, t, Tq, qk_scale, ja, q_start, k_end, offs_m, offs_dk, offs_dv,
                                True, True, CAUSAL, CHUNK, WINDOW, ROWS, DK, DV, BLOCK_DK, BLOCK_DV, DOT_PREC)
 
-    _store_rows(dk_ptr + b64 * stride_dkb + h * stride_dkh, j, stride_dkt, offs_dk, key_ok, dk * scale, DK, BLOCK_DK)
+    dk = dk * scale
+    if ADD_SEL:
+        # the selected keys' gradients, summed over the chunks whose lists hold them (marked rows only;
+        # the buffers are contiguous [B, Tk, H, D] and [B, Tk, H])
+        sel = key_ok & (tl.load(mark_ptr + b64 * Tk + j, mask=key_ok, other=0) != 0)
+        row = (b64 * Tk + j) * H + h
+        dk += _load_rows(acc_k_ptr, row, DK, offs_dk, sel, DK, BLOCK_DK, True)
+        dv += _load_rows(acc_v_ptr, row, DV, offs_dv, sel, DV, BLOCK_DV, True)
+        db += tl.load(acc_b_ptr + row, mask=sel, other=0.0)
+    _store_rows(dk_ptr + b64 * stride_dkb + h * stride_dkh, j, stride_dkt, offs_dk, key_ok, dk, DK, BLOCK_DK)
     _store_rows(dv_ptr + b64 * stride_dvb + h * stride_dvh, j, stride_dvt, offs_dv, key_ok, dv, DV, BLOCK_DV)
     tl.store(dkb_ptr + b64 * stride_dkbb + h * stride_dkbh + j.to(tl.int64) * stride_dkbt, db, mask=key_ok)
 
@@ -432,37 +480,34 @@ def sparse_attention_bwd(do, q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, l
         do.stride(2), DV=DV, BLOCK_M=64, BLOCK_DV=BLOCK_DV,
     )
 
-    # local dk, dv, db first: the selected keys' gradients are then added into them (indexed layout)
-    acc_dtype = torch.float32 if indexed else None
-    dk = _empty(k.shape, dev, acc_dtype or k.dtype)
-    dv = _empty(v.shape, dev, acc_dtype or v.dtype)
-    dkb = _empty(kb.shape, dev, torch.float32)
-    bm, bn, warps, stages, cap = launch_setting(dkv_cfg)
-    BLOCK_M, ROWS = query_rows(bm, chunk_size)
-    if Tk:
-        _dkv_local_kernel[(triton.cdiv(Tk, bn), bsz * H)](
-            q, k, v, kb, do, lse, delta, dk, dv, dkb,
-            Tq, Tk, H, NC, q_start, k_start, LP, qk_scale, scale,
-            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-            v.stride(0), v.stride(1), v.stride(2), kb.stride(0), kb.stride(1), kb.stride(2),
-            do.stride(0), do.stride(1), do.stride(2),
-            dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2),
-            dkb.stride(0), dkb.stride(1), dkb.stride(2),
-            WINDOW=window, CAUSAL=causal, ROWS=ROWS, BLOCK_M=BLOCK_M, BLOCK_N=bn,
-            num_warps=warps, num_stages=stages, **register_cap(cap), **common,
-        )
-
-    want_sel = (indexed or need_sel) and K > 0
+    want_sel = (indexed or need_sel) and K > 0 and NC > 0
     dsel_k = dsel_v = dsel_b = None
-    if indexed:
-        dsk, dsv, dsb = (sel_strides(None, True, t) for t in (dk, dv, dkb))
-    elif need_sel:
+    add_sel = indexed and want_sel
+    mark = acc_k = acc_v = acc_b = q  # (not read without add_sel)
+    if add_sel:
+        # fp32 sums of the selected keys' gradients over the chunks that list them, zeroed on the
+        # listed rows only; the local kernel adds them (module docstring)
+        mark = torch.zeros(bsz, Tk, device=dev, dtype=torch.int8)
+        _mark_rows_kernel[(bsz * NC,)](rows, cnt, mark, NC, K, Tk, BLOCK=256)
+        acc_k = _empty((bsz, Tk, H, DK), dev, torch.float32)
+        acc_v = _empty((bsz, Tk, H, DV), dev, torch.float32)
+        acc_b = _empty((bsz, Tk, H), dev, torch.float32)
+        _zero_marked_rows_kernel[(triton.cdiv(Tk, 16), bsz)](
+            mark, acc_k, acc_v, acc_b, Tk, HDK=H * DK, HDV=H * DV, H=H, BLOCK_T=16,
+            BLOCK_HDK=triton.next_power_of_2(H * DK), BLOCK_HDV=triton.next_power_of_2(H * DV),
+            BLOCK_H=triton.next_power_of_2(H),
+        )
+        dsk, dsv, dsb = (sel_strides(None, True, t) for t in (acc_k, acc_v, acc_b))
+    elif need_sel and K > 0 and NC > 0:
         dsel_k = torch.zeros(sel_k.shape, device=dev, dtype=sel_k.dtype)
         dsel_v = torch.zeros(sel_v.shape, device=dev, dtype=sel_v.dtype)
         dsel_b = torch.zeros(sel_b.shape, device=dev, dtype=torch.float32)
         dsk, dsv, dsb = (sel_strides(t, False, None) for t in (dsel_k, dsel_v, dsel_b))
     else:
         dsk = dsv = dsb = (q, 0, 0, 0, 0)  # not written (FUSED_SEL off)
+        if need_sel and not indexed:  # empty lists: zero gradients of the (empty) gathered keys
+            dsel_k, dsel_v = torch.zeros_like(sel_k), torch.zeros_like(sel_v)
+            dsel_b = torch.zeros(sel_b.shape, device=dev, dtype=torch.float32)
 
     # dq; where one program holds a whole chunk's queries it also forms the selected keys' dk, dv, db
     dq = _empty(q.shape, dev, q.dtype)
@@ -480,7 +525,7 @@ def sparse_attention_bwd(do, q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, l
         num_warps=warps, num_stages=stages, **register_cap(cap), **common,
     )
 
-    if want_sel and not fused and NC:
+    if want_sel and not fused:
         bm, bn, warps, stages, cap = launch_setting(sel_cfg)
         BLOCK_M, ROWS = query_rows(bm, chunk_size)
         NKT = triton.cdiv(K, bn)
@@ -492,6 +537,23 @@ def sparse_attention_bwd(do, q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, l
             ROWS=ROWS, INDEXED=indexed, BLOCK_M=BLOCK_M, BLOCK_N=bn,
             num_warps=warps, num_stages=stages, **register_cap(cap), **common,
         )
-    if indexed:
-        dk, dv = dk.to(k.dtype), dv.to(v.dtype)
+
+    # local dk, dv, db (plus, indexed, the selected keys' sums), each row stored once in k's / v's dtype
+    dk = _empty(k.shape, dev, k.dtype)
+    dv = _empty(v.shape, dev, v.dtype)
+    dkb = _empty(kb.shape, dev, torch.float32)
+    bm, bn, warps, stages, cap = launch_setting(dkv_cfg)
+    BLOCK_M, ROWS = query_rows(bm, chunk_size)
+    if Tk:
+        _dkv_local_kernel[(triton.cdiv(Tk, bn), bsz * H)](
+            q, k, v, kb, do, lse, delta, dk, dv, dkb, mark, acc_k, acc_v, acc_b,
+            Tq, Tk, H, NC, q_start, k_start, LP, qk_scale, scale,
+            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2), kb.stride(0), kb.stride(1), kb.stride(2),
+            do.stride(0), do.stride(1), do.stride(2),
+            dk.stride(0), dk.stride(1), dk.stride(2), dv.stride(0), dv.stride(1), dv.stride(2),
+            dkb.stride(0), dkb.stride(1), dkb.stride(2),
+            WINDOW=window, CAUSAL=causal, ROWS=ROWS, BLOCK_M=BLOCK_M, BLOCK_N=bn, ADD_SEL=add_sel,
+            num_warps=warps, num_stages=stages, **register_cap(cap), **common,
+        )
     return dq, dk, dv, dkb, dsel_k, dsel_v, dsel_b
