@@ -34,6 +34,7 @@
 #   bash benchmarks/device_session.sh s10final   # attention GPU tests; timing and layer with and without the dq kernel's index prefetch
 #   bash benchmarks/device_session.sh s11sweep   # attention sweep (forward rows ahead, dq dv first), timing, layer (carry .peers)
 #   bash benchmarks/device_session.sh s11rows    # GPU tests, attention and layer with one-pass selection rows, layer profile, step
+#   bash benchmarks/device_session.sh s11ab      # attention and layer at 1M: selected sums on listed rows vs whole fp32 dk, dv
 #   bash benchmarks/device_session.sh s10step    # small preset's training step; dq kernel counters with the index prefetch
 #   bash benchmarks/device_session.sh s9base     # the base preset's training step at 131k (6 blocks recomputed)
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
@@ -491,6 +492,21 @@ s11rows)  # one GPU, ~8 min: GPU tests (selection rows, attention, model kernels
     timeout 90 python3 benchmarks/layer_bench.py --profile 1048576 > "$OUT/logs/layer_profile.log" 2>&1
     echo "   exit $?"; tail -n 36 "$OUT/logs/layer_profile.log" | cut -c1-160
     timeout 150 python3 benchmarks/model_step.py --preset small --lengths 131072 --repeats 5 2>&1 | tail -n 2
+    ;;
+s11ab)  # one GPU, ~7 min: attention GPU tests; attention and layer timing at 1M with the selected keys' sums read
+    # by the local kernel on the listed rows only (as committed) and, on this throwaway copy of the tree, with the
+    # backward before (benchmarks/s11_variant_bwd.txt, an uncommitted copy of b987dcb's sparse_attention_bwd.py)
+    PYTHONSAFEPATH=1 timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_sparse_attention_triton.py \
+        2>&1 | tail -n 1
+    for variant in listed-rows whole-fp32; do
+        [ "$variant" = whole-fp32 ] && { cp benchmarks/s11_variant_bwd.txt kernels/sparse_attention_bwd.py || break; }
+        echo "== backward: $variant"
+        timeout 80 python3 benchmarks/attention_bench.py --no-check --no-sweep --no-flex --dense-max 0 --gathered-max 0 \
+            --sizes 1048576 > "$OUT/logs/attention_$variant.log" 2>&1
+        echo "   exit $?"; grep -E "^\| [0-9]+ \| ours" "$OUT/logs/attention_$variant.log"
+        timeout 120 python3 benchmarks/layer_bench.py --lengths 1048576 > "$OUT/logs/layer_$variant.log" 2>&1
+        echo "   exit $?"; grep "genossa layer:" "$OUT/logs/layer_$variant.log"; tail -n 3 "$OUT/logs/layer_$variant.log"
+    done
     ;;
 s10step)  # one GPU, ~4 min: the small preset's bare training step with session 10's kernels, then the dq kernel's
     # counters and per-instruction stall samples with its row indices a tile ahead (128k)

@@ -21,8 +21,8 @@ their P is exactly 0). Layouts and the query-tile convention: sparse_attention_f
 Indexed layout, in order: `_mark_rows_kernel` marks the rows of k that some list holds, and
 `_zero_marked_rows_kernel` zeroes those rows of the fp32 buffers (only them: at 1M bases a few
 percent of the rows; zeroing or converting whole fp32 copies of dk, dv cost ~2 ms); the selected
-keys' gradients are added into them (step 2 or 4); then step 3 adds the marked rows to its local
-dk, dv, db and stores every row once, in k's dtype.
+keys' gradients are added into them (step 2 or 4, dk unscaled); then step 3 starts its dk, dv, db
+from the marked rows (loaded beside its k, v tiles) and stores every row once, in k's dtype.
 """
 from __future__ import annotations
 
@@ -175,7 +175,9 @@ def _sel_grads_step(dq, q, do, lse2, delta, kt, vt, bias, rows, n_ok, dk_base, d
     ds = p * (dp - delta[:, None])
     dq += tl.dot(ds.to(kt.dtype), kt, input_precision=DOT_PREC)
     dkT = tl.dot(tl.trans(q), ds.to(q.dtype), input_precision=DOT_PREC)
-    _emit_rows(dkT * scale, rows, n_ok, dk_base, stride_dkr, offs_dk, INDEXED, DK, BLOCK_DK, True)
+    if not INDEXED:  # (indexed: the sums are scaled with the local dk, by the local kernel)
+        dkT = dkT * scale
+    _emit_rows(dkT, rows, n_ok, dk_base, stride_dkr, offs_dk, INDEXED, DK, BLOCK_DK, True)
     _emit_bias_grad(tl.sum(ds, 0), rows, n_ok, db_base, stride_dbr, INDEXED)
     return dq
 
@@ -338,9 +340,18 @@ def _dkv_local_kernel(
     kt = _load_rows(k_ptr + b64 * stride_kb + h * stride_kh, j, stride_kt, offs_dk, key_ok, DK, BLOCK_DK, True)
     vt = _load_rows(v_ptr + b64 * stride_vb + h * stride_vh, j, stride_vt, offs_dv, key_ok, DV, BLOCK_DV, True)
     bias = _load_bias(kb_ptr + b64 * stride_kbb + h * stride_kbh, j, stride_kbt, key_ok, True)
-    dk = tl.zeros([BLOCK_N, BLOCK_DK], tl.float32)
-    dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
-    db = tl.zeros([BLOCK_N], tl.float32)
+    if ADD_SEL:
+        # start from the selected keys' sums over the chunks whose lists hold them (marked rows only;
+        # contiguous [B, Tk, H, D] and [B, Tk, H] buffers, dk unscaled); loaded beside k, v's tiles
+        sel = key_ok & (tl.load(mark_ptr + b64 * Tk + j, mask=key_ok, other=0) != 0)
+        row = (b64 * Tk + j) * H + h
+        dk = _load_rows(acc_k_ptr, row, DK, offs_dk, sel, DK, BLOCK_DK, True)
+        dv = _load_rows(acc_v_ptr, row, DV, offs_dv, sel, DV, BLOCK_DV, True)
+        db = tl.load(acc_b_ptr + row, mask=sel, other=0.0)
+    else:
+        dk = tl.zeros([BLOCK_N, BLOCK_DK], tl.float32)
+        dv = tl.zeros([BLOCK_N, BLOCK_DV], tl.float32)
+        db = tl.zeros([BLOCK_N], tl.float32)
 
     # query tiles that see some key of the block, split into masked / full / masked runs
     NT = NC * MPC
@@ -381,16 +392,7 @@ def _dkv_local_kernel(
                                stride_qt, stride_dot, t, Tq, qk_scale, ja, q_start, k_end, offs_m, offs_dk, offs_dv,
                                True, True, CAUSAL, CHUNK, WINDOW, ROWS, DK, DV, BLOCK_DK, BLOCK_DV, DOT_PREC)
 
-    dk = dk * scale
-    if ADD_SEL:
-        # the selected keys' gradients, summed over the chunks whose lists hold them (marked rows only;
-        # the buffers are contiguous [B, Tk, H, D] and [B, Tk, H])
-        sel = key_ok & (tl.load(mark_ptr + b64 * Tk + j, mask=key_ok, other=0) != 0)
-        row = (b64 * Tk + j) * H + h
-        dk += _load_rows(acc_k_ptr, row, DK, offs_dk, sel, DK, BLOCK_DK, True)
-        dv += _load_rows(acc_v_ptr, row, DV, offs_dv, sel, DV, BLOCK_DV, True)
-        db += tl.load(acc_b_ptr + row, mask=sel, other=0.0)
-    _store_rows(dk_ptr + b64 * stride_dkb + h * stride_dkh, j, stride_dkt, offs_dk, key_ok, dk, DK, BLOCK_DK)
+    _store_rows(dk_ptr + b64 * stride_dkb + h * stride_dkh, j, stride_dkt, offs_dk, key_ok, dk * scale, DK, BLOCK_DK)
     _store_rows(dv_ptr + b64 * stride_dvb + h * stride_dvh, j, stride_dvt, offs_dv, key_ok, dv, DV, BLOCK_DV)
     tl.store(dkb_ptr + b64 * stride_dkbb + h * stride_dkbh + j.to(tl.int64) * stride_dkbt, db, mask=key_ok)
 
@@ -447,7 +449,9 @@ def _dkv_sel_kernel(
         dk_base = dk_ptr + b64 * stride_dkb + c64 * stride_dkc + h * stride_dkh
         dv_base = dv_ptr + b64 * stride_dvb + c64 * stride_dvc + h * stride_dvh
         db_base = db_ptr + b64 * stride_dbb + c64 * stride_dbc + h * stride_dbh
-        _emit_rows(dk * scale, rows, n_ok, dk_base, stride_dkr, offs_dk, INDEXED, DK, BLOCK_DK, False)
+        if not INDEXED:
+            dk = dk * scale
+        _emit_rows(dk, rows, n_ok, dk_base, stride_dkr, offs_dk, INDEXED, DK, BLOCK_DK, False)
         _emit_rows(dv, rows, n_ok, dv_base, stride_dvr, offs_dv, INDEXED, DV, BLOCK_DV, False)
         _emit_bias_grad(db, rows, n_ok, db_base, stride_dbr, INDEXED)
 
