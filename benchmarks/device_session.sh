@@ -383,7 +383,8 @@ s9attn)  # one GPU, ~7 min: the fused dq kernel's selected-key dk, dv as Q^T dS,
     ;;
 s9final)  # one GPU, ~8 min: every GPU-marked test and the model kernels' tests, SSD timing at the kept defaults,
     # then the attention timed without the fused selected keys' atomic dk, dv, db (benchmarks/no_emit_experiment.py:
-    # wrong gradients, timing only; it edits this throwaway copy of the tree)
+    # wrong gradients, timing only; it edited this throwaway copy of the tree; removed in session 11, when its
+    # patterns no longer matched the kernels: the step is skipped without it)
     PYTHONSAFEPATH=1 timeout 250 python3 -m pytest -q -p no:cacheprovider -m gpu tests 2>&1 | tail -n 3
     PYTHONSAFEPATH=1 timeout 60 python3 -m pytest -q -p no:cacheprovider tests/models/test_model_kernels.py 2>&1 | tail -n 1
     timeout 80 python3 benchmarks/ssd_bench.py --no-sweep --no-profile --lengths 131072 --check-lengths 4096 \
