@@ -19,8 +19,8 @@ their P is exactly 0). Layouts and the query-tile convention: sparse_attention_f
    chunks, so the contributions are atomically added into fp32 buffers (acc_k, acc_v, acc_b).
 
 Indexed layout, in order: `_mark_rows_kernel` marks the rows of k that some list holds, and
-`_zero_marked_rows_kernel` zeroes those rows of the fp32 buffers (only them: at 1M bases a few
-percent of the rows; zeroing or converting whole fp32 copies of dk, dv cost ~2 ms); the selected
+`_zero_marked_rows_kernel` zeroes those rows of the fp32 buffers (only them: ~40% of the rows in
+benchmarks/layer_bench.py at 1M; converting whole fp32 copies of dk, dv took 1.8 ms there); the selected
 keys' gradients are added into them (step 2 or 4, dk unscaled); then step 3 starts its dk, dv, db
 from the marked rows (loaded beside its k, v tiles) and stores every row once, in k's dtype.
 """
@@ -117,6 +117,7 @@ def _emit_rows(x, rows, n_ok, base, stride_row, offs_d, INDEXED: tl.constexpr, D
 
 @triton.jit
 def _emit_bias_grad(db, rows, n_ok, base, stride_row, INDEXED: tl.constexpr):
+    """The tile's key-bias gradients db [BN], as _emit_rows."""
     ptrs = base + rows.to(tl.int64) * stride_row
     if INDEXED:
         tl.atomic_add(ptrs, db, mask=n_ok, sem="relaxed")
@@ -455,6 +456,7 @@ def _dkv_sel_kernel(
         _emit_rows(dv, rows, n_ok, dv_base, stride_dvr, offs_dv, INDEXED, DV, BLOCK_DV, False)
         _emit_bias_grad(db, rows, n_ok, db_base, stride_dbr, INDEXED)
 
+
 def sparse_attention_bwd(do, q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, lse, *, chunk_size, window, causal,
                          q_start, k_start, scale, need_sel=True, dq_cfg=(64, 64, 4, 2), dkv_cfg=(64, 64, 4, 2),
                          sel_cfg=(64, 64, 4, 2)):
@@ -490,7 +492,7 @@ def sparse_attention_bwd(do, q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, l
     mark = acc_k = acc_v = acc_b = q  # (not read without add_sel)
     if add_sel:
         # fp32 sums of the selected keys' gradients over the chunks that list them, zeroed on the
-        # listed rows only; the local kernel adds them (module docstring)
+        # listed rows only; the local kernel starts from them (module docstring)
         mark = torch.zeros(bsz, Tk, device=dev, dtype=torch.int8)
         _mark_rows_kernel[(bsz * NC,)](rows, cnt, mark, NC, K, Tk, BLOCK=256)
         acc_k = _empty((bsz, Tk, H, DK), dev, torch.float32)

@@ -43,7 +43,7 @@ KERNEL_CONFIG = {
 }
 """Launch parameters (BLOCK_M queries, BLOCK_N keys, warps, stages[, register cap]) per kernel for 16-bit inputs,
 from benchmarks/attention_bench.py's sweeps (chunk 128, head dim 64; H100, and on an H200 in
-sessions 7-10). Where the dq kernel's query tile holds a whole chunk (BLOCK_M >= chunk) it also
+sessions 7-11). Where the dq kernel's query tile holds a whole chunk (BLOCK_M >= chunk) it also
 forms the selected keys' dk, dv and "sel" is unused; 32-key tiles there (64 spill). dkv's 64-key
 tiles spill nothing (128 spilled) and won by ~1% twice (sessions 7, 10). Register caps that fit
 2-3 programs per multiprocessor were slower everywhere (session 10). fp32 tiles are twice as
