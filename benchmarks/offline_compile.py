@@ -10,6 +10,11 @@ registers and spills): use this to rank variants, the device to time them.
 
     python benchmarks/offline_compile.py                         # the kept launch settings
     python benchmarks/offline_compile.py --fwd 128,32,4,3,168 --dq 128,16,4,3 --dkv 32,64,4,3
+    python benchmarks/offline_compile.py --ssd                   # the SSD scan's kernels instead
+
+Under the GPU image's Triton (3.6; `python3 -m venv /tmp/t36 && /tmp/t36/bin/pip install torch==2.13.0
+triton==3.6.0`, then this checkout with `pip install --no-deps -e .`) the counts matched the device's in
+session 11 (the local dk, dv kernel: 160 registers, no spills, on both).
 """
 from __future__ import annotations
 
@@ -89,8 +94,12 @@ def main():
     ap.add_argument("--fwd", type=setting, help="BLOCK_M,BLOCK_N,warps,stages[,register cap]")
     ap.add_argument("--dq", type=setting)
     ap.add_argument("--dkv", type=setting)
+    ap.add_argument("--ssd", action="store_true", help="the SSD scan's kernels (forward with and without "
+                                                       "importance, backward) at their KERNEL_CONFIG")
     args = ap.parse_args()
     use_checkout()
+    if args.ssd:
+        return compile_ssd()
     from genossa.kernels.sparse_attention_bwd import sparse_attention_bwd
     from genossa.kernels.sparse_attention_fwd import launch_setting, sparse_attention_fwd
     from genossa.ops.sparse_attention.triton import KERNEL_CONFIG
@@ -111,6 +120,27 @@ def main():
     print(f"sm_90a, bf16, indexed, chunk {CHUNK}, head dim {D}; fwd {fwd[:4]} cap {fwd[4]}, dq {dq}, dkv {dkv}")
     for name, kernel in compiled:
         if name != "_delta_kernel":
+            print(" ", describe(name, kernel))
+
+
+def compile_ssd():
+    """The SSD kernels at the layer benchmark's shapes (16 heads x 64, d_state 128, chunk 256, bf16)."""
+    from genossa.ops.ssd.triton import ssd_triton
+
+    heads, head_dim, state = 16, 64, 128
+    compiled: list = []
+    compile_only(compiled)
+    for importance in (True, False):
+        compiled.clear()
+        x = torch.randn(1, T, heads, head_dim, dtype=torch.bfloat16, requires_grad=True)
+        B, C = (torch.randn(1, T, 1, state, dtype=torch.bfloat16, requires_grad=True) for _ in range(2))
+        dt, A, D = torch.rand(1, T, heads), -torch.rand(heads), torch.randn(heads)
+        out = ssd_triton(x, dt, A, B, C, D, chunk_size=256, return_importance=importance)
+        y = out[0] if importance else out
+        if importance:  # the backward does not depend on importance: compiled once
+            y.backward(torch.ones_like(y))
+        print(f"sm_90a, bf16, SSD {heads} heads x {head_dim}, d_state {state}, chunk 256, importance {importance}")
+        for name, kernel in compiled:
             print(" ", describe(name, kernel))
 
 
