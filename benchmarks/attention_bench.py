@@ -388,7 +388,7 @@ def main():
 
 def profile_kernels(n):
     """GPU time per kernel of 3 forward+backward calls of the kernels alone at n."""
-    from torch.profiler import ProfilerActivity, profile
+    from gpu_profile import kernel_table
 
     q, k, v = make_qkv(n, torch.bfloat16, requires_grad=True)
     _, _, pos, valid = make_pattern(n)
@@ -402,14 +402,7 @@ def profile_kernels(n):
                                                 1 / math.sqrt(D))
         out.backward(torch.ones_like(out))
 
-    step()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(3):
-            step()
-        torch.cuda.synchronize()
-    print(f"\n## kernels of 3 fwd+bwd at n={n}")
-    print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=10, max_name_column_width=40))
+    print(kernel_table(step, repeats=3, title=f"kernels of 3 fwd+bwd at n={n}", rows=10, width=40))
 
 
 if __name__ == "__main__":

@@ -116,7 +116,7 @@ def run(T, mamba):
 
 def profile_layer(T):
     """GPU time per kernel over 2 forward+backward calls of our layer at T (after one to compile)."""
-    from torch.profiler import ProfilerActivity, profile
+    from gpu_profile import kernel_table
 
     inp, (q, k, v), leaves, parts = make_layer(T)
     dy, do = torch.randn_like(inp["x"]), torch.randn_like(q)
@@ -127,14 +127,7 @@ def profile_layer(T):
         y, o = parts["layer"]()
         torch.autograd.backward([y, o], [dy, do])
 
-    step()
-    torch.cuda.synchronize()
-    with profile(activities=[ProfilerActivity.CUDA]) as prof:
-        for _ in range(2):
-            step()
-        torch.cuda.synchronize()
-    print(f"\n## kernels of 2 layer fwd+bwd at n={T}")
-    print(prof.key_averages().table(sort_by="self_device_time_total", row_limit=30, max_name_column_width=100))
+    print(kernel_table(step, repeats=2, title=f"kernels of 2 layer fwd+bwd at n={T}"))
 
 
 def main():
