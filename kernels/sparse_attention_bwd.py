@@ -504,16 +504,13 @@ def sparse_attention_bwd(do, q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, l
             BLOCK_H=triton.next_power_of_2(H),
         )
         dsk, dsv, dsb = (sel_strides(None, True, t) for t in (acc_k, acc_v, acc_b))
-    elif need_sel and K > 0 and NC > 0:
+    elif need_sel and not indexed:  # (zero where no entry is used, and for empty lists)
         dsel_k = torch.zeros(sel_k.shape, device=dev, dtype=sel_k.dtype)
         dsel_v = torch.zeros(sel_v.shape, device=dev, dtype=sel_v.dtype)
         dsel_b = torch.zeros(sel_b.shape, device=dev, dtype=torch.float32)
         dsk, dsv, dsb = (sel_strides(t, False, None) for t in (dsel_k, dsel_v, dsel_b))
     else:
         dsk = dsv = dsb = (q, 0, 0, 0, 0)  # not written (FUSED_SEL off)
-        if need_sel and not indexed:  # empty lists: zero gradients of the (empty) gathered keys
-            dsel_k, dsel_v = torch.zeros_like(sel_k), torch.zeros_like(sel_v)
-            dsel_b = torch.zeros(sel_b.shape, device=dev, dtype=torch.float32)
 
     # dq; where one program holds a whole chunk's queries it also forms the selected keys' dk, dv, db
     dq = _empty(q.shape, dev, q.dtype)
