@@ -35,6 +35,7 @@
 #   bash benchmarks/device_session.sh s11sweep   # attention sweep (forward rows ahead, dq dv first), timing, layer (carry .peers)
 #   bash benchmarks/device_session.sh s11rows    # GPU tests, attention and layer with one-pass selection rows, layer profile, step
 #   bash benchmarks/device_session.sh s11ab      # attention and layer at 1M: selected sums on listed rows vs whole fp32 dk, dv
+#   bash benchmarks/device_session.sh s12base    # the committed tree timed (layer, attention), layer profiles at 128k and 1M, SSD bwd block_l 64
 #   bash benchmarks/device_session.sh s10step    # small preset's training step; dq kernel counters with the index prefetch
 #   bash benchmarks/device_session.sh s9base     # the base preset's training step at 131k (6 blocks recomputed)
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
@@ -508,6 +509,21 @@ s11ab)  # one GPU, ~7 min: attention GPU tests; attention and layer timing at 1M
         timeout 120 python3 benchmarks/layer_bench.py --lengths 1048576 > "$OUT/logs/layer_$variant.log" 2>&1
         echo "   exit $?"; grep "genossa layer:" "$OUT/logs/layer_$variant.log"; tail -n 3 "$OUT/logs/layer_$variant.log"
     done
+    ;;
+s12base)  # one GPU, ~9 min: the committed tree timed (whole layer, attention; 128k and 1M), the layer's kernels
+    # profiled at 128k and 1M, and the SSD backward's per-head chunk kernels at 64 positions per tile (sweep at 1M)
+    timeout 150 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
+    echo "   exit $?"; grep "genossa layer:" "$OUT/logs/layer.log"; tail -n 6 "$OUT/logs/layer.log"
+    timeout 100 python3 benchmarks/attention_bench.py --no-check --no-sweep --no-flex --dense-max 0 --gathered-max 0 \
+        --sizes 131072,1048576 > "$OUT/logs/attention.log" 2>&1
+    echo "   exit $?"; grep -E "^\| [0-9]+ \| ours" "$OUT/logs/attention.log"
+    for n in 131072 1048576; do
+        timeout 90 python3 benchmarks/layer_bench.py --profile $n > "$OUT/logs/layer_profile_$n.log" 2>&1
+        echo "   exit $?"; tail -n 36 "$OUT/logs/layer_profile_$n.log" | cut -c1-160
+    done
+    timeout 200 python3 benchmarks/ssd_bench.py --no-sweep --no-profile --bwd-sweep --sweep-length 1048576 \
+        --lengths 1048576 --check-lengths 4096 > "$OUT/logs/ssd_bwd_sweep.log" 2>&1
+    echo "   exit $?"; grep -E "^  \{|chosen|^\| 1024k|correctness" "$OUT/logs/ssd_bwd_sweep.log"
     ;;
 s10step)  # one GPU, ~4 min: the small preset's bare training step with session 10's kernels, then the dq kernel's
     # counters and per-instruction stall samples with its row indices a tile ahead (128k)

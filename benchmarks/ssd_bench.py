@@ -246,10 +246,10 @@ def sweep(ssd_triton_mod, T, configs=SWEEP):
     torch.cuda.empty_cache()
 
 
-BWD_SWEEP = [  # backward launch parameters, timed as forward+backward with importance (the chunk kernel keeps
-    # 32 positions / 4 warps: at 64 the check had not finished when the stage's limit ran out; H200, session 8)
-    dict(block_l=32, num_warps=4, use_gram=True, group_block_l=gb, group_warps=gw)
-    for gb, gw in [(32, 4), (64, 4), (64, 8), (32, 2)]
+BWD_SWEEP = [  # backward launch parameters, timed as forward+backward with importance: the per-head chunk
+    # kernels at 32 positions per tile (mma.sync) and at 64 (wgmma, with spills offline: session 11)
+    dict(block_l=b, num_warps=w, use_gram=True, group_block_l=64, group_warps=8)
+    for b, w in [(32, 4), (64, 8), (64, 4)]
 ]
 
 
