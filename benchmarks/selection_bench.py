@@ -1,7 +1,8 @@
 """Causal prefix top-k selection (`select_causal`) on one GPU: time per call at the layer
 benchmark's shapes (query chunks of 128, window 512, cap 2,048), a fixed budget (base = cap) and an
-adaptive one, the per-kernel profile at the first length, and the two ways of taking the top cap
-of each chunk's candidates (topk sorted vs a full sort) on that tensor's shape.
+adaptive one, each chunk's pool by the torch rule (impl "naive": a sorted top-k per chunk) and by the
+Triton merge (impl "triton"), the per-kernel profile at the last length, and the two ways of taking
+the top cap of each chunk's candidates (topk sorted vs a full sort) on that tensor's shape.
 
     PYTHONUNBUFFERED=1 python3 benchmarks/selection_bench.py --lengths 131072 1048576
 """
@@ -30,24 +31,19 @@ def main():
     for T in args.lengths:
         g = torch.Generator(device="cuda").manual_seed(0)
         imp, comp = torch.randn(1, T, generator=g, device="cuda"), torch.rand(1, T, generator=g, device="cuda")
-        for name, base, alpha in (("fixed k = cap", CAP, 0.0), ("adaptive k", CAP // 4, float(CAP))):
-            def run():
-                return select_causal(imp, comp, q_start=0, n_queries=T, chunk_size=CHUNK, window=WINDOW, base=base,
-                                     alpha=alpha, cap=CAP)
-            ms = bench(run)
-            rows.append((T, name, ms))
-            print(f"  n={T:8d} {name:14s} {ms:.3f} ms", flush=True)
-            if T == args.lengths[0] and base == CAP:
-                from torch.profiler import ProfilerActivity, profile
+        for impl in ("naive", "triton"):
+            for name, base, alpha in (("fixed k = cap", CAP, 0.0), ("adaptive k", CAP // 4, float(CAP))):
+                def run():
+                    return select_causal(imp, comp, q_start=0, n_queries=T, chunk_size=CHUNK, window=WINDOW,
+                                         base=base, alpha=alpha, cap=CAP, impl=impl)
+                ms = bench(run)
+                rows.append((T, f"{impl}, {name}", ms))
+                print(f"  n={T:8d} {impl:6s} {name:14s} {ms:.3f} ms", flush=True)
+                if T == args.lengths[-1] and base == CAP:
+                    from gpu_profile import kernel_table
 
-                run()
-                torch.cuda.synchronize()
-                with profile(activities=[ProfilerActivity.CUDA]) as prof:
-                    for _ in range(3):
-                        run()
-                    torch.cuda.synchronize()
-                print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12, max_name_column_width=50),
-                      flush=True)
+                    print(kernel_table(run, repeats=3, rows=14, width=50, title=f"select_causal {impl} at n={T}"),
+                          flush=True)
         # the per-chunk top-k's operand: NC rows of cap + 16 blocks of 128 keys
         cand = torch.randint(-2**62, 2**62, (1, T // CHUNK, 2 * CAP), device="cuda")
         rows.append((T, "topk(cap, sorted) of [NC, 2 cap]", bench(lambda: cand.topk(CAP, dim=-1, sorted=True))))

@@ -197,7 +197,7 @@ class ScanSparseAttention(nn.Module):
         k_start = start - (cache.k.shape[1] if cache is not None else 0)
         sel, pool = select_causal(
             importance, complexity, q_start=start, n_queries=q.shape[1], score_start=k_start,
-            state=cache.pool if cache is not None else None, **kw,
+            state=cache.pool if cache is not None else None, impl=self.impl, **kw,
         )
         if self.record_selection:
             self.last_selection = sel

@@ -29,6 +29,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from genossa.ops.impl import resolve_impl
+
 
 class Selection(NamedTuple):
     """Selected keys per query chunk."""
@@ -140,14 +142,14 @@ def _inclusive_scan(pools: Tensor, cap: int) -> Tensor:
     return out
 
 
-def _prefix_pools(blocks: Tensor, carried: Tensor, cap: int) -> Tensor:
-    """[B, NC, cap] order keys, best first: pool_c = top-cap(carried u blocks[:, 0] u ... u blocks[:, c]).
+def _run_pools(blocks: Tensor, carried: Tensor, cap: int) -> tuple[Tensor, Tensor]:
+    """(blocks [B, NG * S, C] padded with empty keys, before [B, NG, cap] unsorted): the pool before
+    each run of S = cap // C blocks ("super-blocks", S * C <= cap entries), from the carried pool
+    [B, cap] and the blocks [B, NC, C] (the keys that become candidates at each chunk).
 
-    blocks: [B, NC, C] keys of the positions that become candidates at each chunk; carried: [B, cap].
-    Runs of S = cap // C blocks ("super-blocks", S * C <= cap entries) need no top-k among
-    themselves, so the parallel scan runs over super-blocks only (NC / S pools), and each chunk's
-    pool is then one top-k of (the pool before its super-block u its super-block's first blocks):
-    no merge of mostly empty pools (at C = 128 and cap = 2,048 the scan's lower four levels)."""
+    The blocks of a run need no top-k among themselves, so the parallel scan runs over runs only
+    (NC / S pools): no merge of mostly empty pools (at C = 128 and cap = 2,048 the scan's lower four
+    levels)."""
     bsz, n_chunks, C = blocks.shape
     S = max(1, cap // C)
     n_groups = -(-n_chunks // S)
@@ -159,14 +161,39 @@ def _prefix_pools(blocks: Tensor, carried: Tensor, cap: int) -> Tensor:
         group_pools = groups.topk(cap, dim=-1, sorted=False).values
     else:
         group_pools = torch.cat([groups, groups.new_full((bsz, n_groups, cap - S * C), _EMPTY_KEY)], -1)
-    # the pool before each super-block: the carried pool, then prefixes over whole super-blocks
+    # the pool before each run: the carried pool, then prefixes over whole runs
     before = _inclusive_scan(torch.cat([carried[:, None], group_pools], 1), cap)[:, :n_groups]
-    # chunk j of a super-block adds its first j + 1 blocks
+    return blocks, before
+
+
+def _prefix_pools(blocks: Tensor, carried: Tensor, cap: int) -> Tensor:
+    """[B, NC, cap] order keys, best first: pool_c = top-cap(carried u blocks[:, 0] u ... u blocks[:, c]).
+
+    blocks: [B, NC, C] keys of the positions that become candidates at each chunk; carried: [B, cap].
+    Chunk j of a run pools one top-k of (the pool before its run u the run's first j + 1 blocks)."""
+    bsz, n_chunks, C = blocks.shape
+    padded, before = _run_pools(blocks, carried, cap)
+    n_groups = before.shape[1]
+    S = padded.shape[1] // n_groups
+    groups = padded.view(bsz, n_groups, S * C)
     seen = torch.arange(S * C, device=blocks.device) < (torch.arange(1, S + 1, device=blocks.device) * C)[:, None]
     inner = torch.where(seen, groups[:, :, None, :], _EMPTY_KEY)  # [B, NG, S, S * C]
     cand = torch.cat([before[:, :, None, :].expand(-1, -1, S, -1), inner], -1)
     pools = cand.topk(cap, dim=-1, sorted=True).values  # [B, NG, S, cap], best first
     return pools.view(bsz, n_groups * S, cap)[:, :n_chunks]
+
+
+def _chunk_pools_triton(blocks: Tensor, carried: Tensor, cap: int, k: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """(pos [B, NC, cap], valid [B, NC, cap], last pool's keys [B, cap]) as `_prefix_pools` then
+    `_split_key` and the budget's mask, in one Triton kernel that merges each run's pool with its
+    blocks chunk after chunk (genossa.kernels.selection_pools): both lists sorted, no top-k over
+    (cap + j C) keys per chunk."""
+    from genossa.kernels.selection_pools import chunk_pools
+
+    padded, before = _run_pools(blocks, carried, cap)
+    before = before.sort(-1, descending=True).values
+    padded = padded.sort(-1, descending=True).values
+    return chunk_pools(before, padded, k, blocks.shape[1])
 
 
 def select_causal(
@@ -182,6 +209,7 @@ def select_causal(
     cap: int,
     score_start: int = 0,
     state: SelectionState | None = None,
+    impl: str = "auto",
 ) -> tuple[Selection, SelectionState]:
     """Causal prefix top-k per query chunk, for queries [q_start, q_start + n_queries).
 
@@ -192,10 +220,12 @@ def select_causal(
 
     Chunk c's pool is top-cap(pool before q_start u block_0 u ... u block_c), block_c being the
     chunk_size positions that became candidates at chunk c. top-cap merging is associative, so all
-    pools come from one parallel inclusive scan (`_prefix_pools`: over runs of blocks, then one
-    top-k per chunk) in O(log NC) batched top-k calls instead of a Python loop over the NC chunks;
-    O(NC * cap) memory.
+    pools come from one parallel inclusive scan (`_run_pools`, over runs of blocks) in O(log NC)
+    batched top-k calls instead of a Python loop over the NC chunks, then each chunk's pool from its
+    run's: one top-k per chunk (impl "naive") or, with impl "triton" (auto: on CUDA), one kernel
+    merging sorted lists (`_chunk_pools_triton`); O(NC * cap) memory. Both select the same keys.
     """
+    impl = resolve_impl("select_causal", impl, importance)
     if q_start % chunk_size:
         raise ValueError(f"select_causal: q_start {q_start} is not a multiple of chunk_size {chunk_size}")
     if score_start > max(0, q_start - window - chunk_size):
@@ -220,8 +250,6 @@ def select_causal(
     ok = new_pos >= 0
     scores = importance.float()[:, (new_pos - score_start).clamp(0, n_scores - 1)]  # [B, NC, chunk]
     keys = _order_key(torch.where(ok, scores, -torch.inf), torch.where(ok, new_pos, -1).expand_as(scores))
-    pools = _prefix_pools(keys, _order_key(*state), cap)  # best first
-    pool_score, pool_pos = _split_key(pools)  # [B, NC, cap]
 
     # budget from the complexity of the chunk before each query chunk
     prev = i0 - chunk_size + block  # [NC, chunk]
@@ -229,6 +257,12 @@ def select_causal(
     vals = complexity.float()[:, (prev - score_start).clamp(0, n_scores - 1)] * seen
     comp = vals.sum(-1) / seen.sum(-1).clamp_min(1)  # [B, NC]; 0 before the sequence
     k = budget(comp, base, alpha, cap)
+
+    if impl == "triton":
+        pool_pos, valid, last = _chunk_pools_triton(keys, _order_key(*state), cap, k)
+        return Selection(pool_pos, valid, k), SelectionState(*_split_key(last))
+    pools = _prefix_pools(keys, _order_key(*state), cap)  # best first
+    pool_score, pool_pos = _split_key(pools)  # [B, NC, cap]
     valid = (torch.arange(cap, device=device) < k[..., None]) & (pool_pos >= 0)
     sel = Selection(pool_pos, valid, k)
     return sel, SelectionState(pool_score[:, -1].clone(), pool_pos[:, -1].clone())  # not views of the [B, NC, cap] pools
