@@ -92,6 +92,48 @@ def _chunk_pools_kernel(before_ptr, blocks_ptr, budget_ptr, pos_ptr, valid_ptr, 
         pool_ptr = next_ptr
 
 
+@triton.jit
+def _scan_step_kernel(src_ptr, dst_ptr, M, D, CAP, CAP_STEPS: tl.constexpr, BLOCK: tl.constexpr):
+    """One step of an inclusive scan of pools (Hillis-Steele): dst[i] = top-cap(src[i] u src[i - D]) for
+    i >= D, src[i] otherwise; every row sorted best first. Grid (B * M): row b * M + i of [B, M, CAP]."""
+    pid = tl.program_id(0)
+    i = pid % M
+    a_ptr = src_ptr + pid.to(tl.int64) * CAP
+    out_ptr = dst_ptr + pid.to(tl.int64) * CAP
+    offs = tl.arange(0, BLOCK)
+    if i >= D:
+        b_ptr = a_ptr - D * CAP  # covers other runs than row i: no key in both but the empty one
+        for i0 in range(0, CAP, BLOCK):
+            j = i0 + offs
+            inside = j < CAP
+            keys = tl.load(a_ptr + j, mask=inside, other=0)
+            rank = j + _count_above(b_ptr, CAP, keys, CAP_STEPS, False)
+            tl.store(out_ptr + rank, keys, mask=inside & (rank < CAP))
+            keys = tl.load(b_ptr + j, mask=inside, other=0)
+            rank = j + _count_above(a_ptr, CAP, keys, CAP_STEPS, True)
+            tl.store(out_ptr + rank, keys, mask=inside & (rank < CAP))
+    else:
+        for i0 in range(0, CAP, BLOCK):
+            j = i0 + offs
+            tl.store(out_ptr + j, tl.load(a_ptr + j, mask=j < CAP, other=0), mask=j < CAP)
+
+
+def scan_pools(pools: torch.Tensor, block: int = 512) -> torch.Tensor:
+    """[B, M, cap] pools of order keys, each sorted best first -> out[:, i] = top-cap(pools[:, 0] u ... u
+    pools[:, i]), sorted best first: ceil(log2 M) launches of `_scan_step_kernel`. The pools must hold
+    distinct keys apart from the empty key (they do: each covers other positions)."""
+    bsz, M, cap = pools.shape
+    src = pools.contiguous().clone()
+    dst = torch.empty_like(src)
+    D = 1
+    while D < M:
+        _scan_step_kernel[(bsz * M,)](src, dst, M, D, cap, CAP_STEPS=_steps(cap),
+                                      BLOCK=min(block, triton.next_power_of_2(cap)), num_warps=4, num_stages=1)
+        src, dst = dst, src
+        D *= 2
+    return src
+
+
 def _steps(n: int) -> int:
     return triton.next_power_of_2(max(n, 1)).bit_length()
 

@@ -142,39 +142,35 @@ def _inclusive_scan(pools: Tensor, cap: int) -> Tensor:
     return out
 
 
-def _run_pools(blocks: Tensor, carried: Tensor, cap: int) -> tuple[Tensor, Tensor]:
-    """(blocks [B, NG * S, C] padded with empty keys, before [B, NG, cap] unsorted): the pool before
-    each run of S = cap // C blocks ("super-blocks", S * C <= cap entries), from the carried pool
-    [B, cap] and the blocks [B, NC, C] (the keys that become candidates at each chunk).
+def _runs(blocks: Tensor, cap: int) -> tuple[Tensor, Tensor]:
+    """(blocks padded with empty keys to whole runs [B, NG * S, C], the runs' pools [B, NG, cap] unsorted)
+    from the blocks [B, NC, C] (the keys that become candidates at each chunk).
 
-    The blocks of a run need no top-k among themselves, so the parallel scan runs over runs only
-    (NC / S pools): no merge of mostly empty pools (at C = 128 and cap = 2,048 the scan's lower four
-    levels)."""
+    A run ("super-block") of S = cap // C blocks holds S * C <= cap keys and needs no top-k among
+    its own blocks, so the scans run over runs only (NC / S pools): no merge of mostly empty pools
+    (at C = 128 and cap = 2,048 the scan's lower four levels)."""
     bsz, n_chunks, C = blocks.shape
     S = max(1, cap // C)
     n_groups = -(-n_chunks // S)
     if n_groups * S > n_chunks:
-        pad = blocks.new_full((bsz, n_groups * S - n_chunks, C), _EMPTY_KEY)
-        blocks = torch.cat([blocks, pad], 1)
+        blocks = torch.cat([blocks, blocks.new_full((bsz, n_groups * S - n_chunks, C), _EMPTY_KEY)], 1)
     groups = blocks.view(bsz, n_groups, S * C)
     if S * C > cap:  # C > cap: a block holds more than a pool
-        group_pools = groups.topk(cap, dim=-1, sorted=False).values
-    else:
-        group_pools = torch.cat([groups, groups.new_full((bsz, n_groups, cap - S * C), _EMPTY_KEY)], -1)
-    # the pool before each run: the carried pool, then prefixes over whole runs
-    before = _inclusive_scan(torch.cat([carried[:, None], group_pools], 1), cap)[:, :n_groups]
-    return blocks, before
+        return blocks, groups.topk(cap, dim=-1, sorted=False).values
+    return blocks, torch.cat([groups, groups.new_full((bsz, n_groups, cap - S * C), _EMPTY_KEY)], -1)
 
 
 def _prefix_pools(blocks: Tensor, carried: Tensor, cap: int) -> Tensor:
     """[B, NC, cap] order keys, best first: pool_c = top-cap(carried u blocks[:, 0] u ... u blocks[:, c]).
 
     blocks: [B, NC, C] keys of the positions that become candidates at each chunk; carried: [B, cap].
-    Chunk j of a run pools one top-k of (the pool before its run u the run's first j + 1 blocks)."""
+    The pool before each run comes from a parallel scan over runs, then chunk j of a run pools one
+    top-k of (the pool before its run u the run's first j + 1 blocks)."""
     bsz, n_chunks, C = blocks.shape
-    padded, before = _run_pools(blocks, carried, cap)
-    n_groups = before.shape[1]
+    padded, run_pools = _runs(blocks, cap)
+    n_groups = run_pools.shape[1]
     S = padded.shape[1] // n_groups
+    before = _inclusive_scan(torch.cat([carried[:, None], run_pools], 1), cap)[:, :n_groups]
     groups = padded.view(bsz, n_groups, S * C)
     seen = torch.arange(S * C, device=blocks.device) < (torch.arange(1, S + 1, device=blocks.device) * C)[:, None]
     inner = torch.where(seen, groups[:, :, None, :], _EMPTY_KEY)  # [B, NG, S, S * C]
@@ -185,15 +181,15 @@ def _prefix_pools(blocks: Tensor, carried: Tensor, cap: int) -> Tensor:
 
 def _chunk_pools_triton(blocks: Tensor, carried: Tensor, cap: int, k: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """(pos [B, NC, cap], valid [B, NC, cap], last pool's keys [B, cap]) as `_prefix_pools` then
-    `_split_key` and the budget's mask, in one Triton kernel that merges each run's pool with its
-    blocks chunk after chunk (genossa.kernels.selection_pools): both lists sorted, no top-k over
-    (cap + j C) keys per chunk."""
-    from genossa.kernels.selection_pools import chunk_pools
+    `_split_key` and the budget's mask, by merging sorted lists (genossa.kernels.selection_pools): the
+    pools before the runs by a scan of log2(NG) launches, then one kernel merging each run's pool with
+    its blocks chunk after chunk. No top-k over (cap + j C) keys per chunk, no torch op per scan level."""
+    from genossa.kernels.selection_pools import chunk_pools, scan_pools
 
-    padded, before = _run_pools(blocks, carried, cap)
-    before = before.sort(-1, descending=True).values
-    padded = padded.sort(-1, descending=True).values
-    return chunk_pools(before, padded, k, blocks.shape[1])
+    padded, run_pools = _runs(blocks, cap)
+    desc = lambda t: t.sort(-1, descending=True).values  # noqa: E731
+    before = scan_pools(torch.cat([desc(carried)[:, None], desc(run_pools)], 1))[:, :run_pools.shape[1]]
+    return chunk_pools(before, desc(padded), k, blocks.shape[1])
 
 
 def select_causal(
