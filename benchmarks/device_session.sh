@@ -36,6 +36,7 @@
 #   bash benchmarks/device_session.sh s11rows    # GPU tests, attention and layer with one-pass selection rows, layer profile, step
 #   bash benchmarks/device_session.sh s11ab      # attention and layer at 1M: selected sums on listed rows vs whole fp32 dk, dv
 #   bash benchmarks/device_session.sh s12base    # the committed tree timed (layer, attention), layer profiles at 128k and 1M, SSD bwd block_l 64
+#   bash benchmarks/device_session.sh s12sel     # selection pools by merging sorted lists: GPU tests, selection timing, layer
 #   bash benchmarks/device_session.sh s10step    # small preset's training step; dq kernel counters with the index prefetch
 #   bash benchmarks/device_session.sh s9base     # the base preset's training step at 131k (6 blocks recomputed)
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
@@ -524,6 +525,16 @@ s12base)  # one GPU, ~9 min: the committed tree timed (whole layer, attention; 1
     timeout 200 python3 benchmarks/ssd_bench.py --no-sweep --no-profile --bwd-sweep --sweep-length 1048576 \
         --lengths 1048576 --check-lengths 4096 > "$OUT/logs/ssd_bwd_sweep.log" 2>&1
     echo "   exit $?"; grep -E "^  \{|chosen|^\| 1024k|correctness" "$OUT/logs/ssd_bwd_sweep.log"
+    ;;
+s12sel)  # one GPU, ~6 min: the selection's pools by merging sorted lists (Triton): GPU tests, selection timing
+    # (torch rule vs Triton, profiled at 1M), the whole layer (carry .peers)
+    PYTHONSAFEPATH=1 timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_selection.py \
+        tests/ops/test_selection_pools.py tests/ops/test_selection_rows.py 2>&1 | tail -n 1
+    PYTHONSAFEPATH=1 timeout 90 python3 -m pytest -q -p no:cacheprovider tests/models/test_model_kernels.py 2>&1 | tail -n 1
+    timeout 120 python3 benchmarks/selection_bench.py --lengths 131072 1048576 > "$OUT/logs/selection.log" 2>&1
+    echo "   exit $?"; grep -A 20 "^| n | what" "$OUT/logs/selection.log"
+    timeout 150 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
+    echo "   exit $?"; grep "genossa layer:" "$OUT/logs/layer.log"; tail -n 6 "$OUT/logs/layer.log"
     ;;
 s10step)  # one GPU, ~4 min: the small preset's bare training step with session 10's kernels, then the dq kernel's
     # counters and per-instruction stall samples with its row indices a tile ahead (128k)
