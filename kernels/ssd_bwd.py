@@ -322,7 +322,7 @@ def _group_dB_kernel(
     and the intra-chunk part sum_t dG_ts C_t, with dG_ts = sum_h (dy_t . x_s) exp(acum_t - acum_s)
     dt_s for t >= s (the gradient of C B^T), summed over the heads before its product with C (one
     product per group, not per head) and stored [B, NC, G, CHUNK, CHUNK] fp32 for _group_dC_kernel.
-    x, dy share x's strides; C and dB (fp32) have theirs; acum [B, LP, H] fp32 contiguous
+    x, dy share x's strides; C and dB (B's dtype) have theirs; acum [B, LP, H] fp32 contiguous
     (the chunk-local cumulative sum of dt * A, LP = NC * CHUNK)."""
     b, g, c, t0, s0, offs_s, in_s, mask_s, acum_base = _group_block(acum_ptr, T, H, G, LP, CHUNK, BLOCK_L)
     dtype = x_ptr.dtype.element_ty
@@ -379,8 +379,8 @@ def _group_dB_kernel(
         C_t = tl.load(C_ptr + b * stride_B_b + g * stride_B_g + (t0 + offs_t)[:, None] * stride_B_t + offs_n[None, :],
                       mask=mask_t[:, None] & (offs_n[None, :] < N), other=0.0)
         acc += tl.dot(tl.trans(dG.to(dtype)), C_t, input_precision=DOT_PREC)
-    tl.store(dB_ptr + b * stride_o_b + g * stride_o_g + (t0 + offs_s)[:, None] * stride_o_t + offs_n[None, :], acc,
-             mask=mask_s[:, None] & (offs_n[None, :] < N))
+    tl.store(dB_ptr + b * stride_o_b + g * stride_o_g + (t0 + offs_s)[:, None] * stride_o_t + offs_n[None, :],
+             acc.to(dB_ptr.dtype.element_ty), mask=mask_s[:, None] & (offs_n[None, :] < N))
 
 
 @triton.jit
@@ -433,8 +433,57 @@ def _group_dC_kernel(
         B_s = tl.load(B_ptr + gb_off + (t0 + offs_s)[:, None] * stride_B_t + offs_n[None, :],
                       mask=(in_s & (t0 + offs_s < T))[:, None] & (offs_n[None, :] < N), other=0.0)
         acc += tl.dot(dG.to(dtype), B_s, input_precision=DOT_PREC)
-    tl.store(dC_ptr + b * stride_o_b + g * stride_o_g + (t0 + offs_t)[:, None] * stride_o_t + offs_n[None, :], acc,
-             mask=mask_tn)
+    tl.store(dC_ptr + b * stride_o_b + g * stride_o_g + (t0 + offs_t)[:, None] * stride_o_t + offs_n[None, :],
+             acc.to(dC_ptr.dtype.element_ty), mask=mask_tn)
+
+
+@triton.jit
+def _chunk_acum_kernel(dt_ptr, A_ptr, acum_ptr, T, H, LP,
+                       stride_dt_b, stride_dt_t, stride_dt_h,
+                       CHUNK: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr):
+    """acum [B, LP, H] fp32, LP = NC * CHUNK: the chunk-local cumulative sum of a = dt * A (a = 0 past
+    T). Grid (B, NC): one chunk of every head per program, [CHUNK, H] tiles (rows of heads side by side)."""
+    b = tl.program_id(0)
+    c = tl.program_id(1)
+    offs_c = tl.arange(0, BLOCK_C)
+    offs_h = tl.arange(0, BLOCK_H)
+    t = c * CHUNK + offs_c
+    in_h = offs_h < H
+    # [BC, BH]
+    dt = tl.load(dt_ptr + b * stride_dt_b + t[:, None] * stride_dt_t + offs_h[None, :] * stride_dt_h,
+                 mask=((offs_c < CHUNK) & (t < T))[:, None] & in_h[None, :], other=0.0).to(tl.float32)
+    A = tl.load(A_ptr + offs_h, mask=in_h, other=0.0).to(tl.float32)
+    acum = tl.cumsum(dt * A[None, :], axis=0)
+    tl.store(acum_ptr + (b * LP + t)[:, None] * H + offs_h[None, :], acum,
+             mask=(offs_c < CHUNK)[:, None] & in_h[None, :])
+
+
+@triton.jit
+def _decay_grad_kernel(grow_ptr, grow_state_ptr, gcol_ptr, terms_ptr, dt_ptr, A_ptr, ddt_ptr, dA_part_ptr,
+                       T, H, NC,
+                       stride_dt_b, stride_dt_t, stride_dt_h,
+                       CHUNK: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr):
+    """The decay's gradient of one chunk of every head, grid (B, NC): g_t = grow_t + grow_state_t - gcol_t
+    (d acum_t), da_l = sum_{t >= l in the chunk} g_t + terms (the chunk-level terms: every a_l enters
+    acum_last), then ddt += da * A in place and dA's part sum_l da_l dt_l to dA_part [B, NC, H].
+    grow, grow_state, gcol, ddt are [B, T, H] fp32 with dt's strides; terms [B * H, NC] fp32."""
+    b = tl.program_id(0)
+    c = tl.program_id(1)
+    offs_c = tl.arange(0, BLOCK_C)
+    offs_h = tl.arange(0, BLOCK_H)
+    t = c * CHUNK + offs_c
+    in_h = offs_h < H
+    mask = ((offs_c < CHUNK) & (t < T))[:, None] & in_h[None, :]
+    # [BC, BH]
+    offs = b * stride_dt_b + t[:, None] * stride_dt_t + offs_h[None, :] * stride_dt_h
+    g = (tl.load(grow_ptr + offs, mask=mask, other=0.0) + tl.load(grow_state_ptr + offs, mask=mask, other=0.0)
+         - tl.load(gcol_ptr + offs, mask=mask, other=0.0))
+    terms = tl.load(terms_ptr + (b * H + offs_h) * NC + c, mask=in_h, other=0.0)
+    da = tl.cumsum(g, axis=0, reverse=True) + terms[None, :]
+    A = tl.load(A_ptr + offs_h, mask=in_h, other=0.0).to(tl.float32)
+    dt = tl.load(dt_ptr + offs, mask=mask, other=0.0).to(tl.float32)
+    tl.store(ddt_ptr + offs, tl.load(ddt_ptr + offs, mask=mask, other=0.0) + da * A[None, :], mask=mask)
+    tl.store(dA_part_ptr + (b * NC + c) * H + offs_h, tl.sum(tl.where(mask, da * dt, 0.0), axis=0), mask=in_h)
 
 
 def ssd_bwd(dout, dfinal, x, dt, A, B, C, D, z, y_pre, starts, decay, chunk_size, has_initial, *,
@@ -442,7 +491,8 @@ def ssd_bwd(dout, dfinal, x, dt, A, B, C, D, z, y_pre, starts, decay, chunk_size
     """Gradients of the chunked SSD. Inputs as saved by ssd_fwd (contiguous). dfinal may be None.
 
     Returns (dx, ddt, dA, dB, dC, dD, dz, dinitial) with None for absent D / z / initial state;
-    dB, dC are summed over the heads of each group; ddt, dA, dD, dinitial are fp32.
+    dB, dC are summed over the heads of each group, in B's and C's dtype (accumulated in fp32);
+    ddt, dA, dD, dinitial are fp32.
     group_block_l / group_warps: launch parameters of the dB / dC kernels (default: block_l, num_warps).
     """
     bsz, T, H, P = x.shape
@@ -506,11 +556,13 @@ def ssd_bwd(dout, dfinal, x, dt, A, B, C, D, z, y_pre, starts, decay, chunk_size
     )
     # dB, dC per group (summed over its heads inside the kernels): the chunk-local cumulative decay
     LP = NC * chunk_size
-    a = torch.nn.functional.pad(dt.to(f32) * A.to(f32), (0, 0, 0, LP - T))
-    acum = a.view(bsz, NC, chunk_size, H).cumsum(2).view(bsz, LP, H)
+    BLOCK_C, BLOCK_H = triton.next_power_of_2(chunk_size), triton.next_power_of_2(H)
+    acum = _empty(bsz, LP, H, device=dev, dtype=f32)
+    _chunk_acum_kernel[(bsz, NC)](dt, A, acum, T, H, LP, dt.stride(0), dt.stride(1), dt.stride(2),
+                                  CHUNK=chunk_size, BLOCK_C=BLOCK_C, BLOCK_H=BLOCK_H)
     dG = _empty(bsz, NC, G, chunk_size, chunk_size, device=dev, dtype=f32)
-    dB = _empty(bsz, T, G, N, device=dev, dtype=f32)
-    dC = _empty(bsz, T, G, N, device=dev, dtype=f32)
+    dB = _empty(bsz, T, G, N, device=dev, dtype=B.dtype)
+    dC = _empty(bsz, T, G, N, device=dev, dtype=C.dtype)
     GROUP_L, group_stages = _launch_params(x.dtype, chunk_size, group_block_l or BLOCK_L)
     group_grid = (bsz * G, NC * triton.cdiv(chunk_size, GROUP_L))
     group_args = (
@@ -525,18 +577,13 @@ def ssd_bwd(dout, dfinal, x, dt, A, B, C, D, z, y_pre, starts, decay, chunk_size
                     num_warps=group_warps or num_warps, num_stages=group_stages)
     _group_dB_kernel[group_grid](x, dt, acum, C, dy, dstates, dG, dB, *group_args, **group_kw)
     _group_dC_kernel[group_grid](acum, B, C, dy, starts, dG, dC, grow_state, *group_args, **group_kw)
-    # decay gradient: d acum_t = grow_t - gcol_t; d a_l = sum_{t >= l in chunk} d acum_t + the
-    # chunk-level terms (every a_l of the chunk enters acum_last)
-    g = grow + grow_state - gcol
-    pad = NC * chunk_size - T
-    if pad:
-        g = torch.nn.functional.pad(g, (0, 0, 0, pad))
-    g = g.view(bsz, NC, chunk_size, H)
-    da = g.flip(2).cumsum(2).flip(2)
-    chunk_terms = (glast.sum(0) + vsum).view(bsz, H, NC).transpose(1, 2)  # [B, NC, H]
-    da = (da + chunk_terms[:, :, None, :]).reshape(bsz, NC * chunk_size, H)[:, :T]
-    dtf = dt.to(f32)
-    ddt = ddt + da * A.to(f32)
-    dA = (da * dtf).sum((0, 1))
+    # the decay's gradient (d acum_t = grow_t - gcol_t, reverse sums in each chunk, the chunk-level
+    # terms) into ddt, and dA
+    terms = glast.sum(0) + vsum  # [B * H, NC]
+    dA_part = _empty(bsz, NC, H, device=dev, dtype=f32)
+    _decay_grad_kernel[(bsz, NC)](grow, grow_state, gcol, terms, dt, A, ddt, dA_part, T, H, NC,
+                                  dt.stride(0), dt.stride(1), dt.stride(2),
+                                  CHUNK=chunk_size, BLOCK_C=BLOCK_C, BLOCK_H=BLOCK_H)
+    dA = dA_part.sum((0, 1))
     dD = dD_part.view(bsz, H, NC).sum((0, 2)) if D is not None else None
     return dx, ddt, dA, dB, dC, dD, dz, dinit

@@ -68,7 +68,7 @@ class SSDFunction(torch.autograd.Function):
             **KERNEL_CONFIG["bwd"],
         )
         return (
-            dx, ddt.to(dt.dtype), dA.to(A.dtype), dB.to(B.dtype), dC.to(C.dtype),
+            dx, ddt.to(dt.dtype), dA.to(A.dtype), dB, dC,
             None if dD is None else dD.to(D.dtype), dz,
             None if dinit is None else dinit.to(ctx.initial_dtype), None, None,
         )
