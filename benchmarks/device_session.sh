@@ -37,6 +37,7 @@
 #   bash benchmarks/device_session.sh s11ab      # attention and layer at 1M: selected sums on listed rows vs whole fp32 dk, dv
 #   bash benchmarks/device_session.sh s12base    # the committed tree timed (layer, attention), layer profiles at 128k and 1M, SSD bwd block_l 64
 #   bash benchmarks/device_session.sh s12sel     # selection pools by merging sorted lists: GPU tests, selection timing, layer
+#   bash benchmarks/device_session.sh s12ssd     # SSD backward without its torch tail: SSD tests, SSD timing, layer and profile
 #   bash benchmarks/device_session.sh s10step    # small preset's training step; dq kernel counters with the index prefetch
 #   bash benchmarks/device_session.sh s9base     # the base preset's training step at 131k (6 blocks recomputed)
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
@@ -535,6 +536,18 @@ s12sel)  # one GPU, ~6 min: the selection's pools by merging sorted lists (Trito
     echo "   exit $?"; grep -A 20 "^| n | what" "$OUT/logs/selection.log"
     timeout 150 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
     echo "   exit $?"; grep "genossa layer:" "$OUT/logs/layer.log"; tail -n 6 "$OUT/logs/layer.log"
+    ;;
+s12ssd)  # one GPU, ~7 min: the SSD backward without its torch tail (dB, dC in bf16 from their kernels, the decay's
+    # gradient by a kernel): SSD and model-kernel GPU tests, SSD timing beside mamba_ssm, the whole layer and its profile
+    PYTHONSAFEPATH=1 timeout 200 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_ssd_triton.py 2>&1 | tail -n 1
+    PYTHONSAFEPATH=1 timeout 90 python3 -m pytest -q -p no:cacheprovider tests/models/test_model_kernels.py 2>&1 | tail -n 1
+    timeout 150 python3 benchmarks/ssd_bench.py --no-sweep --no-profile --lengths 131072 1048576 \
+        > "$OUT/logs/ssd.log" 2>&1
+    echo "   exit $?"; grep -E "^\| 1(28|024)k|^correctness" "$OUT/logs/ssd.log"
+    timeout 150 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
+    echo "   exit $?"; grep "genossa layer:" "$OUT/logs/layer.log"; tail -n 6 "$OUT/logs/layer.log"
+    timeout 90 python3 benchmarks/layer_bench.py --profile 1048576 > "$OUT/logs/layer_profile.log" 2>&1
+    echo "   exit $?"
     ;;
 s10step)  # one GPU, ~4 min: the small preset's bare training step with session 10's kernels, then the dq kernel's
     # counters and per-instruction stall samples with its row indices a tile ahead (128k)
