@@ -38,6 +38,7 @@
 #   bash benchmarks/device_session.sh s12base    # the committed tree timed (layer, attention), layer profiles at 128k and 1M, SSD bwd block_l 64
 #   bash benchmarks/device_session.sh s12sel     # selection pools by merging sorted lists: GPU tests, selection timing, layer
 #   bash benchmarks/device_session.sh s12ssd     # SSD backward without its torch tail: SSD tests, SSD timing, layer and profile
+#   bash benchmarks/device_session.sh s12rot     # dq kernel's selected tiles rotated per chunk vs in list order: attention, layer
 #   bash benchmarks/device_session.sh s10step    # small preset's training step; dq kernel counters with the index prefetch
 #   bash benchmarks/device_session.sh s9base     # the base preset's training step at 131k (6 blocks recomputed)
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
@@ -548,6 +549,21 @@ s12ssd)  # one GPU, ~7 min: the SSD backward without its torch tail (dB, dC in b
     echo "   exit $?"; grep "genossa layer:" "$OUT/logs/layer.log"; tail -n 6 "$OUT/logs/layer.log"
     timeout 90 python3 benchmarks/layer_bench.py --profile 1048576 > "$OUT/logs/layer_profile.log" 2>&1
     echo "   exit $?"
+    ;;
+s12rot)  # one GPU, ~7 min: attention GPU tests; attention and layer timing with the dq kernel's selected tiles
+    # started at the chunk's own tile (as committed) and, on this throwaway copy of the tree, in list order
+    # (benchmarks/s12_variant_bwd.txt, an uncommitted copy of the backward before) (carry .peers)
+    PYTHONSAFEPATH=1 timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_sparse_attention_triton.py \
+        2>&1 | tail -n 1
+    for variant in rotated in-order; do
+        [ "$variant" = in-order ] && { cp benchmarks/s12_variant_bwd.txt kernels/sparse_attention_bwd.py || break; }
+        echo "== dq selected tiles: $variant"
+        timeout 100 python3 benchmarks/attention_bench.py --no-check --no-sweep --no-flex --dense-max 0 --gathered-max 0 \
+            --sizes 131072,1048576 > "$OUT/logs/attention_$variant.log" 2>&1
+        echo "   exit $?"; grep -E "^\| [0-9]+ \| ours" "$OUT/logs/attention_$variant.log"
+        timeout 150 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer_$variant.log" 2>&1
+        echo "   exit $?"; grep "genossa layer:" "$OUT/logs/layer_$variant.log"; tail -n 6 "$OUT/logs/layer_$variant.log"
+    done
     ;;
 s10step)  # one GPU, ~4 min: the small preset's bare training step with session 10's kernels, then the dq kernel's
     # counters and per-instruction stall samples with its row indices a tile ahead (128k)
