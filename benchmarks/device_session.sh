@@ -542,7 +542,7 @@ s12ssd)  # one GPU, ~7 min: the SSD backward without its torch tail (dB, dC in b
     # gradient by a kernel): SSD and model-kernel GPU tests, SSD timing beside mamba_ssm, the whole layer and its profile
     PYTHONSAFEPATH=1 timeout 200 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_ssd_triton.py 2>&1 | tail -n 1
     PYTHONSAFEPATH=1 timeout 90 python3 -m pytest -q -p no:cacheprovider tests/models/test_model_kernels.py 2>&1 | tail -n 1
-    timeout 150 python3 benchmarks/ssd_bench.py --no-sweep --no-profile --lengths 131072 1048576 \
+    timeout 150 python3 benchmarks/ssd_bench.py --no-sweep --no-profile --lengths 131072 1048576 --check-lengths 4096 \
         > "$OUT/logs/ssd.log" 2>&1
     echo "   exit $?"; grep -E "^\| 1(28|024)k|^correctness" "$OUT/logs/ssd.log"
     timeout 150 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
@@ -550,11 +550,14 @@ s12ssd)  # one GPU, ~7 min: the SSD backward without its torch tail (dB, dC in b
     timeout 90 python3 benchmarks/layer_bench.py --profile 1048576 > "$OUT/logs/layer_profile.log" 2>&1
     echo "   exit $?"
     ;;
-s12rot)  # one GPU, ~7 min: attention GPU tests; attention and layer timing with the dq kernel's selected tiles
+s12rot)  # one GPU, ~9 min: attention GPU tests; SSD timing at 1M; attention and layer timing with the dq kernel's selected tiles
     # started at the chunk's own tile (as committed) and, on this throwaway copy of the tree, in list order
     # (benchmarks/s12_variant_bwd.txt, an uncommitted copy of the backward before) (carry .peers)
     PYTHONSAFEPATH=1 timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_sparse_attention_triton.py \
         2>&1 | tail -n 1
+    timeout 110 python3 benchmarks/ssd_bench.py --no-sweep --no-profile --lengths 1048576 --check-lengths 4096 \
+        > "$OUT/logs/ssd.log" 2>&1
+    echo "   exit $?"; grep -E "^\| 1024k|^correctness" "$OUT/logs/ssd.log"
     for variant in rotated in-order; do
         [ "$variant" = in-order ] && { cp benchmarks/s12_variant_bwd.txt kernels/sparse_attention_bwd.py || break; }
         echo "== dq selected tiles: $variant"
