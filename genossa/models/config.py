@@ -86,9 +86,9 @@ class ModelConfig:
     attn_window, the most recent first, all others last). Causal and streamable alike; the
     budget k follows the same rule (the scan's complexity) in all four."""
     kernels: Literal["auto", "naive", "triton"] = "auto"
-    """Implementation of the SSD scan, the key selection, the sparse attention and the norms: 'auto' runs the Triton kernels
-    on CUDA and the PyTorch references elsewhere; 'naive'/'triton' force one (weights and
-    outputs are the same either way, up to floating-point rounding)."""
+    """Implementation of the SSD scan, the key selection, the sparse attention and the norms: 'auto'
+    runs the Triton kernels on CUDA and the PyTorch references elsewhere; 'naive'/'triton' force one
+    (weights and outputs are the same either way, up to floating-point rounding)."""
 
     def __post_init__(self) -> None:
         for name in (
