@@ -246,19 +246,13 @@ def _dq_kernel(
     dsb_base = dsb_ptr + b64 * stride_dsbb + c64 * stride_dsbc + h * stride_dsbh
     # the row indices come one tile ahead, in registers: loaded in the tile's own iteration,
     # Triton's pipeliner made every iteration wait for all the gathers in flight (async_wait 0; the
-    # dq kernel stalled ~10% there, Nsight Compute, session 10); this way the gathers keep 3 stages.
-    # Each chunk starts its list at its own tile (c mod tiles) and wraps around: neighbouring chunks,
-    # which run at the same time and share most of their keys in the same order (best first), would
-    # otherwise add into the same rows of dk, dv at the same moment
-    n_tiles = tl.cdiv(cnt, BLOCK_N)
-    tile = c % tl.maximum(n_tiles, 1)
-    rows_next = tl.load(row_base + tile * BLOCK_N + offs_n, mask=tile * BLOCK_N + offs_n < cnt, other=0)
-    for _ in range(0, n_tiles):
-        n = tile * BLOCK_N + offs_n
+    # dq kernel stalled ~10% there, Nsight Compute, session 10); this way the gathers keep 3 stages
+    rows_next = tl.load(row_base + offs_n, mask=offs_n < cnt, other=0)
+    for n0 in range(0, cnt, BLOCK_N):
+        n = n0 + offs_n
         n_ok = n < cnt
         rows = rows_next
-        tile = tl.where(tile + 1 == n_tiles, 0, tile + 1)
-        rows_next = tl.load(row_base + tile * BLOCK_N + offs_n, mask=tile * BLOCK_N + offs_n < cnt, other=0)
+        rows_next = tl.load(row_base + n + BLOCK_N, mask=n + BLOCK_N < cnt, other=0)
         kt = _load_rows(sk_base, rows, stride_skr, offs_dk, n_ok, DK, BLOCK_DK, True)
         vt = _load_rows(sv_base, rows, stride_svr, offs_dv, n_ok, DV, BLOCK_DV, True)
         bias = _load_bias(sb_base, rows, stride_sbr, n_ok, True)
