@@ -216,7 +216,7 @@ def select_causal(
 
     Chunk c's pool is top-cap(pool before q_start u block_0 u ... u block_c), block_c being the
     chunk_size positions that became candidates at chunk c. top-cap merging is associative, so all
-    pools come from one parallel inclusive scan (`_run_pools`, over runs of blocks) in O(log NC)
+    pools come from one parallel inclusive scan (over runs of blocks, `_runs`) in O(log NC)
     batched top-k calls instead of a Python loop over the NC chunks, then each chunk's pool from its
     run's: one top-k per chunk (impl "naive") or, with impl "triton" (auto: on CUDA), one kernel
     merging sorted lists (`_chunk_pools_triton`); O(NC * cap) memory. Both select the same keys.
