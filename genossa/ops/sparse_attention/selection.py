@@ -215,11 +215,11 @@ def select_causal(
     q_start (None at q_start = 0). Returns the selection and the pool after the last chunk.
 
     Chunk c's pool is top-cap(pool before q_start u block_0 u ... u block_c), block_c being the
-    chunk_size positions that became candidates at chunk c. top-cap merging is associative, so all
-    pools come from one parallel inclusive scan (over runs of blocks, `_runs`) in O(log NC)
-    batched top-k calls instead of a Python loop over the NC chunks, then each chunk's pool from its
-    run's: one top-k per chunk (impl "naive") or, with impl "triton" (auto: on CUDA), one kernel
-    merging sorted lists (`_chunk_pools_triton`); O(NC * cap) memory. Both select the same keys.
+    chunk_size positions that became candidates at chunk c. top-cap merging is associative, so the
+    pools before each run of blocks (`_runs`) come from one parallel inclusive scan in O(log NC)
+    batched steps instead of a Python loop over the NC chunks, then each chunk's pool from its run's;
+    O(NC * cap) memory. impl "naive" merges by top-k calls (`_prefix_pools`), impl "triton" (auto: on
+    CUDA) by Triton kernels merging sorted lists (`_chunk_pools_triton`). Both select the same keys.
     """
     impl = resolve_impl("select_causal", impl, importance)
     if q_start % chunk_size:
