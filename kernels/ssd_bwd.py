@@ -438,24 +438,36 @@ def _group_dC_kernel(
 
 
 @triton.jit
+def _chunk_heads_tile(T, H, stride_dt_b, stride_dt_t, stride_dt_h,
+                      CHUNK: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr):
+    """Where a program of the per-chunk scalar kernels works, grid (B, NC): one chunk of every head as a
+    [BLOCK_C, BLOCK_H] tile (heads side by side). Returns (b, positions t [BC], in the chunk [BC],
+    heads [BH], heads present [BH], mask [BC, BH] (in the chunk, before T), offsets [BC, BH] with dt's
+    strides)."""
+    b = tl.program_id(0)
+    offs_c = tl.arange(0, BLOCK_C)
+    offs_h = tl.arange(0, BLOCK_H)
+    t = tl.program_id(1) * CHUNK + offs_c
+    in_chunk = offs_c < CHUNK
+    in_h = offs_h < H
+    mask = (in_chunk & (t < T))[:, None] & in_h[None, :]
+    offs = b * stride_dt_b + t[:, None] * stride_dt_t + offs_h[None, :] * stride_dt_h
+    return b, t, in_chunk, offs_h, in_h, mask, offs
+
+
+@triton.jit
 def _chunk_acum_kernel(dt_ptr, A_ptr, acum_ptr, T, H, LP,
                        stride_dt_b, stride_dt_t, stride_dt_h,
                        CHUNK: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_H: tl.constexpr):
     """acum [B, LP, H] fp32, LP = NC * CHUNK: the chunk-local cumulative sum of a = dt * A (a = 0 past
-    T). Grid (B, NC): one chunk of every head per program, [CHUNK, H] tiles (rows of heads side by side)."""
-    b = tl.program_id(0)
-    c = tl.program_id(1)
-    offs_c = tl.arange(0, BLOCK_C)
-    offs_h = tl.arange(0, BLOCK_H)
-    t = c * CHUNK + offs_c
-    in_h = offs_h < H
+    T), grid (B, NC)."""
+    b, t, in_chunk, offs_h, in_h, mask, offs = _chunk_heads_tile(T, H, stride_dt_b, stride_dt_t, stride_dt_h,
+                                                                 CHUNK, BLOCK_C, BLOCK_H)
     # [BC, BH]
-    dt = tl.load(dt_ptr + b * stride_dt_b + t[:, None] * stride_dt_t + offs_h[None, :] * stride_dt_h,
-                 mask=((offs_c < CHUNK) & (t < T))[:, None] & in_h[None, :], other=0.0).to(tl.float32)
+    dt = tl.load(dt_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     A = tl.load(A_ptr + offs_h, mask=in_h, other=0.0).to(tl.float32)
     acum = tl.cumsum(dt * A[None, :], axis=0)
-    tl.store(acum_ptr + (b * LP + t)[:, None] * H + offs_h[None, :], acum,
-             mask=(offs_c < CHUNK)[:, None] & in_h[None, :])
+    tl.store(acum_ptr + (b * LP + t)[:, None] * H + offs_h[None, :], acum, mask=in_chunk[:, None] & in_h[None, :])
 
 
 @triton.jit
@@ -467,15 +479,10 @@ def _decay_grad_kernel(grow_ptr, grow_state_ptr, gcol_ptr, terms_ptr, dt_ptr, A_
     (d acum_t), da_l = sum_{t >= l in the chunk} g_t + terms (the chunk-level terms: every a_l enters
     acum_last), then ddt += da * A in place and dA's part sum_l da_l dt_l to dA_part [B, NC, H].
     grow, grow_state, gcol, ddt are [B, T, H] fp32 with dt's strides; terms [B * H, NC] fp32."""
-    b = tl.program_id(0)
+    b, _, _, offs_h, in_h, mask, offs = _chunk_heads_tile(T, H, stride_dt_b, stride_dt_t, stride_dt_h,
+                                                          CHUNK, BLOCK_C, BLOCK_H)
     c = tl.program_id(1)
-    offs_c = tl.arange(0, BLOCK_C)
-    offs_h = tl.arange(0, BLOCK_H)
-    t = c * CHUNK + offs_c
-    in_h = offs_h < H
-    mask = ((offs_c < CHUNK) & (t < T))[:, None] & in_h[None, :]
     # [BC, BH]
-    offs = b * stride_dt_b + t[:, None] * stride_dt_t + offs_h[None, :] * stride_dt_h
     g = (tl.load(grow_ptr + offs, mask=mask, other=0.0) + tl.load(grow_state_ptr + offs, mask=mask, other=0.0)
          - tl.load(gcol_ptr + offs, mask=mask, other=0.0))
     terms = tl.load(terms_ptr + (b * H + offs_h) * NC + c, mask=in_h, other=0.0)
