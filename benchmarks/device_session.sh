@@ -82,6 +82,16 @@ print(f"{tps:.0f} {statistics.median(r['mfu'] for r in rows):.4f} {max(r['peak_m
 EOF
 }
 
+# the sparse attention (indexed) and the whole layer timed at 128k and 1M, logged as attention_LABEL.log
+# and layer_LABEL.log (the layer benchmark needs .peers carried)
+time_attention_layer() {  # label
+    timeout 100 python3 benchmarks/attention_bench.py --no-check --no-sweep --no-flex --dense-max 0 --gathered-max 0 \
+        --sizes 131072,1048576 > "$OUT/logs/attention_$1.log" 2>&1
+    echo "   exit $?"; grep -E "^\| [0-9]+ \| ours" "$OUT/logs/attention_$1.log"
+    timeout 150 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer_$1.log" 2>&1
+    echo "   exit $?"; grep "genossa layer:" "$OUT/logs/layer_$1.log"; tail -n 6 "$OUT/logs/layer_$1.log"
+}
+
 run_train() {  # name, timeout, genossa train arguments...
     local name=$1 limit=$2
     shift 2
@@ -465,11 +475,7 @@ open(p, "w").write(s)
 EOF2
         fi
         echo "== dq row indices: $variant"
-        timeout 100 python3 benchmarks/attention_bench.py --no-check --no-sweep --no-flex --dense-max 0 --gathered-max 0 \
-            --sizes 131072,1048576 > "$OUT/logs/attention_$variant.log" 2>&1
-        echo "   exit $?"; grep -E "^\| [0-9]+ \| ours" "$OUT/logs/attention_$variant.log"
-        timeout 150 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer_$variant.log" 2>&1
-        echo "   exit $?"; grep "genossa layer:" "$OUT/logs/layer_$variant.log"; tail -n 6 "$OUT/logs/layer_$variant.log"
+        time_attention_layer "$variant"
     done
     ;;
 s11sweep)  # one GPU, ~7 min: attention and model-kernel GPU tests; the attention's launch sweep (forward tiles with
@@ -561,11 +567,7 @@ s12rot)  # one GPU, ~9 min: attention GPU tests; SSD timing at 1M; attention and
     for variant in rotated in-order; do
         [ "$variant" = in-order ] && { cp benchmarks/s12_variant_bwd.txt kernels/sparse_attention_bwd.py || break; }
         echo "== dq selected tiles: $variant"
-        timeout 100 python3 benchmarks/attention_bench.py --no-check --no-sweep --no-flex --dense-max 0 --gathered-max 0 \
-            --sizes 131072,1048576 > "$OUT/logs/attention_$variant.log" 2>&1
-        echo "   exit $?"; grep -E "^\| [0-9]+ \| ours" "$OUT/logs/attention_$variant.log"
-        timeout 150 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer_$variant.log" 2>&1
-        echo "   exit $?"; grep "genossa layer:" "$OUT/logs/layer_$variant.log"; tail -n 6 "$OUT/logs/layer_$variant.log"
+        time_attention_layer "$variant"
     done
     ;;
 s10step)  # one GPU, ~4 min: the small preset's bare training step with session 10's kernels, then the dq kernel's
