@@ -39,6 +39,7 @@
 #   bash benchmarks/device_session.sh s12sel     # selection pools by merging sorted lists: GPU tests, selection timing, layer
 #   bash benchmarks/device_session.sh s12ssd     # SSD backward without its torch tail: SSD tests, SSD timing, layer and profile
 #   bash benchmarks/device_session.sh s12rot     # dq kernel's selected tiles rotated per chunk vs in list order: attention, layer
+#   bash benchmarks/device_session.sh s12final   # every GPU test, the layer and the small preset's step at the session's final tree
 #   bash benchmarks/device_session.sh s10step    # small preset's training step; dq kernel counters with the index prefetch
 #   bash benchmarks/device_session.sh s9base     # the base preset's training step at 131k (6 blocks recomputed)
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
@@ -569,6 +570,14 @@ s12rot)  # one GPU, ~9 min: attention GPU tests; SSD timing at 1M; attention and
         echo "== dq selected tiles: $variant"
         time_attention_layer "$variant"
     done
+    ;;
+s12final)  # one GPU, ~7 min: every GPU-marked test and the model kernels' tests at the session's final tree; the
+    # whole layer; the small preset's training step (carry .peers)
+    PYTHONSAFEPATH=1 timeout 250 python3 -m pytest -q -p no:cacheprovider -m gpu tests 2>&1 | tail -n 3
+    PYTHONSAFEPATH=1 timeout 60 python3 -m pytest -q -p no:cacheprovider tests/models/test_model_kernels.py 2>&1 | tail -n 1
+    timeout 130 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
+    echo "   exit $?"; grep "genossa layer:" "$OUT/logs/layer.log"; tail -n 6 "$OUT/logs/layer.log"
+    timeout 100 python3 benchmarks/model_step.py --preset small --lengths 131072 --repeats 5 2>&1 | tail -n 2
     ;;
 s10step)  # one GPU, ~4 min: the small preset's bare training step with session 10's kernels, then the dq kernel's
     # counters and per-instruction stall samples with its row indices a tile ahead (128k)
