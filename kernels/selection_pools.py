@@ -123,14 +123,14 @@ def scan_pools(pools: torch.Tensor, block: int = 512) -> torch.Tensor:
     pools[:, i]), sorted best first: ceil(log2 M) launches of `_scan_step_kernel`. The pools must hold
     distinct keys apart from the empty key (they do: each covers other positions)."""
     bsz, M, cap = pools.shape
-    src = pools.contiguous().clone()
-    dst = torch.empty_like(src)
-    D = 1
+    src = pools.contiguous()  # read by the first step only: the input is never written
+    spare = [torch.empty_like(src), torch.empty_like(src)] if M > 1 else []
+    D, step = 1, 0
     while D < M:
+        dst = spare[step % 2]
         _scan_step_kernel[(bsz * M,)](src, dst, M, D, cap, CAP_STEPS=_steps(cap),
                                       BLOCK=min(block, triton.next_power_of_2(cap)), num_warps=4, num_stages=1)
-        src, dst = dst, src
-        D *= 2
+        src, D, step = dst, D * 2, step + 1
     return src
 
 
