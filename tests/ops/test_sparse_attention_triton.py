@@ -325,3 +325,49 @@ def test_gpu_folded_bias_head_dim_64():
     q, k, v, pos, valid = make_case(T, dtype=torch.bfloat16, chunk=C, window=W, n_sel=200, B=1, H=2, Dk=64,
                                     Dv=64, device="cuda")
     check(q, k, v, pos, valid, dtype=torch.bfloat16, chunk_size=C, window=W, causal=True, scale=1.0)
+
+
+def paired(cfg: dict, block_m: int, block_n: int) -> dict:
+    """cfg with two chunks per program (the "pairs" entry) at these tiles."""
+    return {**{name: (block_m, block_n, 4, 1) for name in ("fwd", "dq", "dkv", "sel")}, "pairs": True}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("T,chunk,block_m,block_n", [(100, 16, 16, 16), (70, 24, 32, 16), (130, 32, 32, 16)])
+def test_paired_chunks_match_reference(monkeypatch, dtype, causal, T, chunk, block_m, block_n):
+    """Two chunks per program over their merged list (genossa.kernels.pair_rows): an odd number of chunks
+    (the last pair half empty), chunks no power-of-two tile divides, lists of several key tiles with
+    repeats and invalid entries; both the de-duplicating and the one-pass (distinct) row paths."""
+    cfg = paired(sat.FP32_CONFIG, block_m, block_n)
+    monkeypatch.setattr(sat, "FP32_CONFIG", cfg)
+    monkeypatch.setattr(sat, "KERNEL_CONFIG", cfg)
+    assert sat._paired(cfg, True, chunk)
+    q, k, v, pos, valid = make_case(T, dtype=dtype, chunk=chunk, window=16, n_sel=40, causal=causal, seed=T, B=1)
+    check(q, k, v, pos, valid, dtype=dtype, layouts=("indexed",), chunk_size=chunk, window=16, causal=causal)
+
+
+def test_paired_chunks_real_selection_and_stream(monkeypatch):
+    """The model's use in pairs: select_causal's lists (neighbours sharing most keys), whole and as a
+    stream's second piece whose first pair starts mid-sequence; equal to the unpaired kernels."""
+    g = torch.Generator().manual_seed(5)
+    B, T, H, D, C, W = 2, 160, 2, 16, 16, 16
+    q, k, v = (torch.randn(B, T, H, D, generator=g) for _ in range(3))
+    kb = torch.randn(B, T, H, generator=g)
+    imp, comp = torch.randn(B, T, generator=g), torch.rand(B, T, generator=g)
+    sel_args = dict(chunk_size=C, window=W, base=8, alpha=4.0, cap=24)
+    whole, _ = select_causal(imp, comp, q_start=0, n_queries=T, **sel_args)
+    first, state = select_causal(imp, comp, q_start=0, n_queries=48, **sel_args)
+    second, _ = select_causal(imp, comp, q_start=48, n_queries=T - 48, state=state, **sel_args)
+    dout = torch.randn(B, T, H, D, generator=g)
+    results = {}
+    for pairs in (False, True):
+        monkeypatch.setattr(sat, "FP32_CONFIG", {**paired(sat.FP32_CONFIG, 16, 16), "pairs": pairs})
+        for name, sel, q_start in (("whole", whole, 0), ("second", second, 48)):
+            ins = [t.clone().requires_grad_() for t in (q[:, q_start:], k, v, kb)]
+            out = sat.sparse_attention_indexed(ins[0], *ins[1:3], sel.pos, sel.valid, key_bias=ins[3], chunk_size=C,
+                                               window=W, q_start=q_start, distinct=True)
+            results[pairs, name] = (out, *torch.autograd.grad(out, ins, dout[:, q_start:]))
+    for name in ("whole", "second"):
+        for a, b in zip(results[True, name], results[False, name]):
+            assert rel(a, b) < 1e-5, name
