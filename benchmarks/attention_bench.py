@@ -24,6 +24,7 @@ window + selected; partial: the diagonal with a causal mask_mod), so no n x n ma
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import time
 
@@ -51,11 +52,20 @@ def rel(a, b):
     return ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
+PATTERN = "random"
+"""How chunks pick their blocks (--pattern): "random", each chunk its own random blocks (neighbours share
+few); "prefix", the model's rule (select_causal): one score per block, each chunk the top blocks of
+those before its span, so that neighbouring chunks share all but about one block."""
+
+
 def make_pattern(n, nblk=NBLK, seed=0):
-    """Selected blocks per chunk: [NC, nblk] block ids and validity (random, before the span)."""
+    """Selected blocks per chunk: [NC, nblk] block ids and validity (before the span; PATTERN)."""
     NC, NB = n // CHUNK, n // BLK
     g = torch.Generator(device=DEVICE).manual_seed(seed)
-    score = torch.rand(NC, NB, generator=g, device=DEVICE)
+    if PATTERN == "prefix":
+        score = torch.rand(1, NB, generator=g, device=DEVICE).expand(NC, NB)
+    else:
+        score = torch.rand(NC, NB, generator=g, device=DEVICE)
     first_local = (torch.arange(NC, device=DEVICE) * CHUNK - WINDOW) // BLK  # first block of the span
     score = torch.where(torch.arange(NB, device=DEVICE)[None] < first_local[:, None], score, -1.0)
     top = score.topk(min(nblk, NB), dim=1)
@@ -329,10 +339,17 @@ def main():
     ap.add_argument("--wide-sweep", action="store_true", help="sweep many more launch settings")
     ap.add_argument("--cap-sweep", action="store_true", help="sweep launch settings with register caps")
     ap.add_argument("--no-check", action="store_true")
+    ap.add_argument("--pattern", choices=("random", "prefix"), default="random", help="the blocks' choice: PATTERN")
+    ap.add_argument("--config", type=json.loads, default={},
+                    help='launch settings over KERNEL_CONFIG, e.g. \'{"pairs": true, "fwd": [128, 64, 8, 3]}\'')
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="also profile the kernels (torch.profiler) of one fwd+bwd at n=N, last")
     args = ap.parse_args()
     import triton
+
+    global PATTERN
+    PATTERN = args.pattern
+    sat.KERNEL_CONFIG.update({k: tuple(v) if isinstance(v, list) else v for k, v in args.config.items()})
 
     print(f"torch {torch.__version__}, triton {triton.__version__}, {torch.cuda.get_device_name()}", flush=True)
     t0 = time.time()
@@ -362,7 +379,8 @@ def main():
         from torch.nn.attention.flex_attention import flex_attention
 
         flex_fn = torch.compile(flex_attention, dynamic=False)
-    print("3. timing, bf16, B=1, 8 heads x 64, chunk 128, window 512, 16 selected blocks of 128", flush=True)
+    print(f"3. timing, bf16, B=1, 8 heads x 64, chunk 128, window 512, 16 selected blocks of 128 ({PATTERN}); "
+          f"{sat.KERNEL_CONFIG}", flush=True)
     rows = []
     for n in [int(s) for s in args.sizes.split(",")]:
         r, pairs = timing(n, args.dense_max, args.gathered_max, flex_fn)

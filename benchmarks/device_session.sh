@@ -40,6 +40,7 @@
 #   bash benchmarks/device_session.sh s12ssd     # SSD backward without its torch tail: SSD tests, SSD timing, layer and profile
 #   bash benchmarks/device_session.sh s12rot     # dq kernel's selected tiles rotated per chunk vs in list order: attention, layer
 #   bash benchmarks/device_session.sh s12final   # every GPU test, the layer and the small preset's step at the session's final tree
+#   bash benchmarks/device_session.sh s13pair    # two chunks per program: GPU tests, attention (prefix pattern) and layer, paired or not
 #   bash benchmarks/device_session.sh s10step    # small preset's training step; dq kernel counters with the index prefetch
 #   bash benchmarks/device_session.sh s9base     # the base preset's training step at 131k (6 blocks recomputed)
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
@@ -578,6 +579,28 @@ s12final)  # one GPU, ~7 min: every GPU-marked test and the model kernels' tests
     timeout 130 python3 benchmarks/layer_bench.py --lengths 131072 1048576 > "$OUT/logs/layer.log" 2>&1
     echo "   exit $?"; grep "genossa layer:" "$OUT/logs/layer.log"; tail -n 6 "$OUT/logs/layer.log"
     timeout 100 python3 benchmarks/model_step.py --preset small --lengths 131072 --repeats 5 2>&1 | tail -n 2
+    ;;
+s13pair)  # one GPU, ~9 min: paired chunks (two query chunks per program over their merged list): the attention and
+    # pair-list GPU tests; the attention at 128k and 1M on the model's kind of lists (--pattern prefix) unpaired and
+    # paired at two launch settings; the layer (its real selection) unpaired and paired (carry .peers)
+    PYTHONSAFEPATH=1 timeout 200 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_sparse_attention_triton.py \
+        tests/ops/test_pair_rows.py 2>&1 | tail -n 3
+    for variant in unpaired '{"pairs": true, "fwd": [128, 64, 8, 3], "dq": [128, 32, 8, 3]}' \
+                   '{"pairs": true, "fwd": [128, 32, 8, 3], "dq": [128, 16, 8, 3]}'; do
+        [ "$variant" = unpaired ] && variant='{}'
+        echo "== attention, prefix pattern: $variant"
+        timeout 100 python3 benchmarks/attention_bench.py --no-check --no-sweep --no-flex --dense-max 0 --gathered-max 0 \
+            --sizes 131072,1048576 --pattern prefix --config "$variant" > "$OUT/logs/attention.log" 2>&1
+        echo "   exit $?"; grep -E "^\| [0-9]+ \| ours \(indexed|keys per query" "$OUT/logs/attention.log"
+        cat "$OUT/logs/attention.log" >> "$OUT/logs/attention_all.log"
+    done
+    for variant in '{}' '{"pairs": true, "fwd": [128, 64, 8, 3], "dq": [128, 32, 8, 3]}'; do
+        echo "== layer: $variant"
+        timeout 100 python3 benchmarks/layer_bench.py --ours-only --lengths 131072 1048576 --attn-config "$variant" \
+            > "$OUT/logs/layer.log" 2>&1
+        echo "   exit $?"; grep "genossa layer" "$OUT/logs/layer.log"
+        cat "$OUT/logs/layer.log" >> "$OUT/logs/layer_all.log"
+    done
     ;;
 s10step)  # one GPU, ~4 min: the small preset's bare training step with session 10's kernels, then the dq kernel's
     # counters and per-instruction stall samples with its row indices a tile ahead (128k)

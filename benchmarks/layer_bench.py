@@ -16,6 +16,7 @@ Dense SDPA at 1M is not run (~14 s; DESIGN.md's anchor is quoted instead).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -135,7 +136,14 @@ def main():
     ap.add_argument("--mamba", type=Path, default=ROOT / ".peers" / "mamba_ssm-2.3.2.post1")
     ap.add_argument("--lengths", type=int, nargs="+", default=[16384, 131072, 1048576])
     ap.add_argument("--profile", type=int, metavar="N", help="instead: GPU time per kernel of the layer at n=N")
+    ap.add_argument("--ours-only", action="store_true", help="time our layer alone (no mamba_ssm, no dense SDPA)")
+    ap.add_argument("--attn-config", type=json.loads, default={},
+                    help='attention launch settings over its KERNEL_CONFIG, e.g. \'{"pairs": true}\'')
     args = ap.parse_args()
+    use_checkout()
+    from genossa.ops.sparse_attention import triton as sat
+
+    sat.KERNEL_CONFIG.update({k: tuple(v) if isinstance(v, list) else v for k, v in args.attn_config.items()})
     if args.profile:
         return profile_layer(args.profile)
     assert torch.cuda.is_available(), "needs a CUDA GPU"
@@ -143,7 +151,8 @@ def main():
 
     print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, "
           f"{time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
-    mamba = import_mamba(args.mamba) if args.mamba.exists() else None
+    mamba = import_mamba(args.mamba) if args.mamba.exists() and not args.ours_only else None
+    print(f"attention launch settings: {sat.KERNEL_CONFIG}", flush=True)
     results = {T: run(T, mamba) for T in args.lengths}
     print("\n| n | layer | fwd ms | fwd+bwd ms | peak MiB | peak bytes/token | fwd+bwd vs ours |")
     print("|---|---|---|---|---|---|---|")

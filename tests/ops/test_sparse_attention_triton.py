@@ -371,3 +371,18 @@ def test_paired_chunks_real_selection_and_stream(monkeypatch):
     for name in ("whole", "second"):
         for a, b in zip(results[True, name], results[False, name]):
             assert rel(a, b) < 1e-5, name
+
+
+@pytest.mark.gpu
+@gpu
+@pytest.mark.parametrize("fwd_cfg,dq_cfg", [((128, 64, 8, 3), (128, 32, 8, 3)), ((128, 32, 8, 3), (128, 16, 8, 3))])
+@pytest.mark.parametrize("causal", [True, False])
+def test_gpu_paired_chunks_model_shape(monkeypatch, fwd_cfg, dq_cfg, causal):
+    """Two chunks per program at the model's shape (bf16, head dim 64, chunk 128, 8 warps), lists longer
+    than a tile and an odd number of chunks, against the reference."""
+    monkeypatch.setattr(sat, "KERNEL_CONFIG", {**sat.KERNEL_CONFIG, "pairs": True, "fwd": fwd_cfg, "dq": dq_cfg})
+    T, C, W = 1100, 128, 256
+    q, k, v, pos, valid = make_case(T, dtype=torch.bfloat16, chunk=C, window=W, n_sel=300, causal=causal, B=1, H=2,
+                                    Dk=64, Dv=64, device="cuda")
+    check(q, k, v, pos, valid, dtype=torch.bfloat16, layouts=("indexed",), chunk_size=C, window=W, causal=causal,
+          scale=1.0)
