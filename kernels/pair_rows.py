@@ -20,7 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
-_NONE = tl.constexpr(2**31 - 1)  # the tag of an empty entry: sorts last
+_NONE = 2**31 - 1  # the tag of an empty entry: sorts last
 
 
 @triton.jit
