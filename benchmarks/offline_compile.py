@@ -94,7 +94,6 @@ def main():
     ap.add_argument("--fwd", type=setting, help="BLOCK_M,BLOCK_N,warps,stages[,register cap]")
     ap.add_argument("--dq", type=setting)
     ap.add_argument("--dkv", type=setting)
-    ap.add_argument("--pairs", action="store_true", help="two chunks per program (genossa.kernels.pair_rows)")
     ap.add_argument("--ssd", action="store_true", help="the SSD scan's kernels (forward with and without "
                                                        "importance, backward) at their KERNEL_CONFIG")
     args = ap.parse_args()
@@ -114,17 +113,11 @@ def main():
     rows = torch.zeros(1, T // CHUNK, KEYS, dtype=torch.int32)
     cnt = torch.zeros(1, T // CHUNK, dtype=torch.int32)
     kw = dict(chunk_size=CHUNK, window=WINDOW, causal=True, q_start=0, k_start=0, scale=D ** -0.5)
-    pairs = None
-    if args.pairs:
-        n_pairs = T // CHUNK // 2
-        pairs = (torch.zeros(1, n_pairs, 2 * KEYS, dtype=torch.int32), torch.zeros(1, n_pairs, 2 * KEYS, dtype=torch.int8),
-                 torch.zeros(1, n_pairs, dtype=torch.int32))
     sparse_attention_fwd(q, k, v, kb, None, None, None, rows, cnt, block_m=fwd[0], block_n=fwd[1], num_warps=fwd[2],
-                         num_stages=fwd[3], maxnreg=fwd[4], pairs=pairs, **kw)
+                         num_stages=fwd[3], maxnreg=fwd[4], **kw)
     sparse_attention_bwd(do, q, k, v, kb, None, None, None, rows, cnt, out, lse, dq_cfg=dq, dkv_cfg=dkv,
-                         sel_cfg=KERNEL_CONFIG["sel"], pairs=pairs, **kw)
-    print(f"sm_90a, bf16, indexed, chunk {CHUNK}, head dim {D}; fwd {fwd[:4]} cap {fwd[4]}, dq {dq}, dkv {dkv}, "
-          f"pairs {args.pairs}")
+                         sel_cfg=KERNEL_CONFIG["sel"], **kw)
+    print(f"sm_90a, bf16, indexed, chunk {CHUNK}, head dim {D}; fwd {fwd[:4]} cap {fwd[4]}, dq {dq}, dkv {dkv}")
     for name, kernel in compiled:
         if name != "_delta_kernel":
             print(" ", describe(name, kernel))

@@ -37,9 +37,7 @@ from genossa.kernels.sparse_attention_fwd import (
     _load_bias,
     _load_rows,
     _local_bounds,
-    _member_bias,
     _store_rows,
-    check_pairs,
     dot_prec,
     launch_setting,
     query_rows,
@@ -186,61 +184,10 @@ def _sel_grads_step(dq, q, do, lse2, delta, kt, vt, bias, rows, n_ok, dk_base, d
 
 
 @triton.jit
-def _sel_grads_pair_step(dq0, dq1, q0, q1, do0, do1, lse0, lse1, delta0, delta1, kt, vt, bias0, bias1, rows, n_ok,
-                         dk_base, dv_base, db_base, stride_dkr, stride_dvr, stride_dbr, offs_dk, offs_dv, qk_scale,
-                         DK: tl.constexpr, DV: tl.constexpr, BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr,
-                         DOT_PREC: tl.constexpr):
-    """_sel_grads_step for a pair of chunks (indexed layout) over a tile of their pair list: each chunk's
-    queries with its own biases (-inf where it does not see the key: P = 0), the tile's dk, dv, db summed
-    over both before one atomic add."""
-    p0 = tl.exp2(tl.dot(q0, tl.trans(kt), input_precision=DOT_PREC) * qk_scale + bias0[None, :] - lse0[:, None])
-    p1 = tl.exp2(tl.dot(q1, tl.trans(kt), input_precision=DOT_PREC) * qk_scale + bias1[None, :] - lse1[:, None])
-    dvT = tl.dot(tl.trans(do0), p0.to(do0.dtype), input_precision=DOT_PREC)
-    dvT = tl.dot(tl.trans(do1), p1.to(do1.dtype), dvT, input_precision=DOT_PREC)
-    _emit_rows(dvT, rows, n_ok, dv_base, stride_dvr, offs_dv, True, DV, BLOCK_DV, True)
-    ds0 = p0 * (tl.dot(do0, tl.trans(vt), input_precision=DOT_PREC) - delta0[:, None])
-    dq0 += tl.dot(ds0.to(kt.dtype), kt, input_precision=DOT_PREC)
-    ds1 = p1 * (tl.dot(do1, tl.trans(vt), input_precision=DOT_PREC) - delta1[:, None])
-    dq1 += tl.dot(ds1.to(kt.dtype), kt, input_precision=DOT_PREC)
-    dkT = tl.dot(tl.trans(q0), ds0.to(q0.dtype), input_precision=DOT_PREC)
-    dkT = tl.dot(tl.trans(q1), ds1.to(q1.dtype), dkT, input_precision=DOT_PREC)
-    _emit_rows(dkT, rows, n_ok, dk_base, stride_dkr, offs_dk, True, DK, BLOCK_DK, True)
-    _emit_bias_grad(tl.sum(ds0, 0) + tl.sum(ds1, 0), rows, n_ok, db_base, stride_dbr, True)
-    return dq0, dq1
-
-
-@triton.jit
-def _dq_tile_local(t, q_ptr, do_ptr, lse_ptr, delta_ptr, k_base, v_base, kb_base, b64, h, bh, Tq, Tk, q_start,
-                   k_start, LP, qk_scale, stride_qb, stride_qt, stride_qh, stride_dob, stride_dot, stride_doh,
-                   stride_kt, stride_vt, stride_kbt, offs_m, offs_n, offs_dk, offs_dv,
-                   CHUNK: tl.constexpr, WINDOW: tl.constexpr, CAUSAL: tl.constexpr, ROWS: tl.constexpr,
-                   DK: tl.constexpr, DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                   BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PREC: tl.constexpr):
-    """Query tile t's q, dO, lse, delta and its dq over its local keys: (q, do, lse2, delta, dq, chunk)."""
-    qi = t * ROWS + offs_m
-    row_ok = (offs_m < ROWS) & (qi < Tq)
-    q_abs = q_start + qi
-    # [BM, BDK], [BM, BDV], [BM]
-    q = _load_rows(q_ptr + b64 * stride_qb + h * stride_qh, qi, stride_qt, offs_dk, row_ok, DK, BLOCK_DK, True)
-    do = _load_rows(do_ptr + b64 * stride_dob + h * stride_doh, qi, stride_dot, offs_dv, row_ok, DV, BLOCK_DV, True)
-    lse2 = tl.load(lse_ptr + bh.to(tl.int64) * LP + qi, mask=offs_m < ROWS, other=float("inf"))
-    delta = tl.load(delta_ptr + bh.to(tl.int64) * LP + qi, mask=offs_m < ROWS, other=0.0)
-    dq = tl.zeros([BLOCK_M, BLOCK_DK], tl.float32)
-    c, lo, mid, hi = _local_bounds(t, q_start, k_start, Tk, ROWS, CHUNK, WINDOW, CAUSAL, BLOCK_N)
-    dq = _dq_local(dq, q, do, lse2, delta, k_base, v_base, kb_base, stride_kt, stride_vt, stride_kbt, lo, mid,
-                   k_start, q_abs, qk_scale, offs_n, offs_dk, offs_dv, False, CAUSAL, DK, DV, BLOCK_N, BLOCK_DK,
-                   BLOCK_DV, DOT_PREC)
-    dq = _dq_local(dq, q, do, lse2, delta, k_base, v_base, kb_base, stride_kt, stride_vt, stride_kbt, mid, hi,
-                   k_start, q_abs, qk_scale, offs_n, offs_dk, offs_dv, True, CAUSAL, DK, DV, BLOCK_N, BLOCK_DK,
-                   BLOCK_DV, DOT_PREC)
-    return q, do, lse2, delta, dq, c
-
-
-@triton.jit
 def _dq_kernel(
-    q_ptr, k_ptr, v_ptr, kb_ptr, sk_ptr, sv_ptr, sb_ptr, row_ptr, bits_ptr, cnt_ptr, do_ptr, lse_ptr, delta_ptr,
-    dq_ptr, dsk_ptr, dsv_ptr, dsb_ptr,
-    Tq, Tk, H, NL, K, q_start, k_start, LP, qk_scale, scale,
+    q_ptr, k_ptr, v_ptr, kb_ptr, sk_ptr, sv_ptr, sb_ptr, row_ptr, cnt_ptr, do_ptr, lse_ptr, delta_ptr, dq_ptr,
+    dsk_ptr, dsv_ptr, dsb_ptr,
+    Tq, Tk, H, NC, K, q_start, k_start, LP, qk_scale, scale,
     stride_qb, stride_qt, stride_qh,
     stride_kb, stride_kt, stride_kh,
     stride_vb, stride_vt, stride_vh,
@@ -256,9 +203,9 @@ def _dq_kernel(
     CHUNK: tl.constexpr, WINDOW: tl.constexpr, CAUSAL: tl.constexpr, ROWS: tl.constexpr,
     DK: tl.constexpr, DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PREC: tl.constexpr,
-    FUSED_SEL: tl.constexpr, INDEXED: tl.constexpr, PAIR: tl.constexpr,
+    FUSED_SEL: tl.constexpr, INDEXED: tl.constexpr,
 ):
-    pid = tl.program_id(0)
+    t = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
     h = bh % H
@@ -267,36 +214,36 @@ def _dq_kernel(
     offs_n = tl.arange(0, BLOCK_N)
     offs_dk = tl.arange(0, BLOCK_DK)
     offs_dv = tl.arange(0, BLOCK_DV)
+    qi = t * ROWS + offs_m
+    row_ok = (offs_m < ROWS) & (qi < Tq)
+    q_abs = q_start + qi
+    # [BM, BDK], [BM, BDV], [BM]
+    q = _load_rows(q_ptr + b64 * stride_qb + h * stride_qh, qi, stride_qt, offs_dk, row_ok, DK, BLOCK_DK, True)
+    do = _load_rows(do_ptr + b64 * stride_dob + h * stride_doh, qi, stride_dot, offs_dv, row_ok, DV, BLOCK_DV, True)
+    lse2 = tl.load(lse_ptr + bh.to(tl.int64) * LP + qi, mask=offs_m < ROWS, other=float("inf"))
+    delta = tl.load(delta_ptr + bh.to(tl.int64) * LP + qi, mask=offs_m < ROWS, other=0.0)
     k_base = k_ptr + b64 * stride_kb + h * stride_kh
     v_base = v_ptr + b64 * stride_vb + h * stride_vh
     kb_base = kb_ptr + b64 * stride_kbb + h * stride_kbh
-    # PAIR (fused, indexed): chunks 2 pid and 2 pid + 1 (one query tile each) over their pair list
-    t0 = 2 * pid if PAIR else pid
-    q0, do0, lse0, delta0, dq0, c = _dq_tile_local(
-        t0, q_ptr, do_ptr, lse_ptr, delta_ptr, k_base, v_base, kb_base, b64, h, bh, Tq, Tk, q_start, k_start, LP,
-        qk_scale, stride_qb, stride_qt, stride_qh, stride_dob, stride_dot, stride_doh, stride_kt, stride_vt,
-        stride_kbt, offs_m, offs_n, offs_dk, offs_dv, CHUNK, WINDOW, CAUSAL, ROWS, DK, DV, BLOCK_M, BLOCK_N,
-        BLOCK_DK, BLOCK_DV, DOT_PREC)
-    if PAIR:
-        q1, do1, lse1, delta1, dq1, _ = _dq_tile_local(
-            t0 + 1, q_ptr, do_ptr, lse_ptr, delta_ptr, k_base, v_base, kb_base, b64, h, bh, Tq, Tk, q_start, k_start,
-            LP, qk_scale, stride_qb, stride_qt, stride_qh, stride_dob, stride_dot, stride_doh, stride_kt, stride_vt,
-            stride_kbt, offs_m, offs_n, offs_dk, offs_dv, CHUNK, WINDOW, CAUSAL, ROWS, DK, DV, BLOCK_M, BLOCK_N,
-            BLOCK_DK, BLOCK_DV, DOT_PREC)
-        li = pid
-    else:
-        li = c
+    dq = tl.zeros([BLOCK_M, BLOCK_DK], tl.float32)
 
-    # the selected keys of list li (chunk c's, or the pair's)
-    li64 = li.to(tl.int64)
-    cnt = tl.load(cnt_ptr + b * NL + li)
-    row_base = row_ptr + (b64 * NL + li64) * K
-    sk_base = sk_ptr + b64 * stride_skb + li64 * stride_skc + h * stride_skh
-    sv_base = sv_ptr + b64 * stride_svb + li64 * stride_svc + h * stride_svh
-    dsk_base = dsk_ptr + b64 * stride_dskb + li64 * stride_dskc + h * stride_dskh
-    dsv_base = dsv_ptr + b64 * stride_dsvb + li64 * stride_dsvc + h * stride_dsvh
-    sb_base = sb_ptr + b64 * stride_sbb + li64 * stride_sbc + h * stride_sbh
-    dsb_base = dsb_ptr + b64 * stride_dsbb + li64 * stride_dsbc + h * stride_dsbh
+    c, lo, mid, hi = _local_bounds(t, q_start, k_start, Tk, ROWS, CHUNK, WINDOW, CAUSAL, BLOCK_N)
+    dq = _dq_local(dq, q, do, lse2, delta, k_base, v_base, kb_base, stride_kt, stride_vt, stride_kbt, lo, mid,
+                   k_start, q_abs, qk_scale, offs_n, offs_dk, offs_dv, False, CAUSAL, DK, DV, BLOCK_N, BLOCK_DK,
+                   BLOCK_DV, DOT_PREC)
+    dq = _dq_local(dq, q, do, lse2, delta, k_base, v_base, kb_base, stride_kt, stride_vt, stride_kbt, mid, hi,
+                   k_start, q_abs, qk_scale, offs_n, offs_dk, offs_dv, True, CAUSAL, DK, DV, BLOCK_N, BLOCK_DK,
+                   BLOCK_DV, DOT_PREC)
+
+    c64 = c.to(tl.int64)
+    cnt = tl.load(cnt_ptr + b * NC + c)
+    row_base = row_ptr + (b64 * NC + c64) * K
+    sk_base = sk_ptr + b64 * stride_skb + c64 * stride_skc + h * stride_skh
+    sv_base = sv_ptr + b64 * stride_svb + c64 * stride_svc + h * stride_svh
+    dsk_base = dsk_ptr + b64 * stride_dskb + c64 * stride_dskc + h * stride_dskh
+    dsv_base = dsv_ptr + b64 * stride_dsvb + c64 * stride_dsvc + h * stride_dsvh
+    sb_base = sb_ptr + b64 * stride_sbb + c64 * stride_sbc + h * stride_sbh
+    dsb_base = dsb_ptr + b64 * stride_dsbb + c64 * stride_dsbc + h * stride_dsbh
     # the row indices come one tile ahead, in registers: loaded in the tile's own iteration,
     # Triton's pipeliner made every iteration wait for all the gathers in flight (async_wait 0; the
     # dq kernel stalled ~10% there, Nsight Compute, session 10); this way the gathers keep 3 stages
@@ -309,27 +256,16 @@ def _dq_kernel(
         kt = _load_rows(sk_base, rows, stride_skr, offs_dk, n_ok, DK, BLOCK_DK, True)
         vt = _load_rows(sv_base, rows, stride_svr, offs_dv, n_ok, DV, BLOCK_DV, True)
         bias = _load_bias(sb_base, rows, stride_sbr, n_ok, True)
-        if PAIR:
-            bits = tl.load(bits_ptr + (b64 * NL + li64) * K + n, mask=n_ok, other=0)
-            dq0, dq1 = _sel_grads_pair_step(
-                dq0, dq1, q0, q1, do0, do1, lse0, lse1, delta0, delta1, kt, vt, _member_bias(bias, bits, 1),
-                _member_bias(bias, bits, 2), rows, n_ok, dsk_base, dsv_base, dsb_base, stride_dskr, stride_dsvr,
-                stride_dsbr, offs_dk, offs_dv, qk_scale, DK, DV, BLOCK_DK, BLOCK_DV, DOT_PREC)
-        elif FUSED_SEL:
+        if FUSED_SEL:
             # the program holds all the chunk's queries: the tile's dk, dv, db are complete here
-            dq0 = _sel_grads_step(dq0, q0, do0, lse0, delta0, kt, vt, bias, rows, n_ok, dsk_base, dsv_base, dsb_base,
-                                  stride_dskr, stride_dsvr, stride_dsbr, offs_dk, offs_dv, qk_scale, scale, INDEXED,
-                                  DK, DV, BLOCK_DK, BLOCK_DV, DOT_PREC)
+            dq = _sel_grads_step(dq, q, do, lse2, delta, kt, vt, bias, rows, n_ok, dsk_base, dsv_base, dsb_base,
+                                 stride_dskr, stride_dsvr, stride_dsbr, offs_dk, offs_dv, qk_scale, scale, INDEXED,
+                                 DK, DV, BLOCK_DK, BLOCK_DV, DOT_PREC)
         else:
             # rows past cnt are zero K, V rows: they add nothing to dq, unmasked
-            dq0 = _dq_step(dq0, q0, do0, lse0, delta0, kt, vt, bias, n_ok[None, :], qk_scale, False, DOT_PREC)
+            dq = _dq_step(dq, q, do, lse2, delta, kt, vt, bias, n_ok[None, :], qk_scale, False, DOT_PREC)
 
-    dq_base = dq_ptr + b64 * stride_dqb + h * stride_dqh
-    qi = t0 * ROWS + offs_m
-    _store_rows(dq_base, qi, stride_dqt, offs_dk, (offs_m < ROWS) & (qi < Tq), dq0 * scale, DK, BLOCK_DK)
-    if PAIR:
-        qi = qi + ROWS
-        _store_rows(dq_base, qi, stride_dqt, offs_dk, (offs_m < ROWS) & (qi < Tq), dq1 * scale, DK, BLOCK_DK)
+    _store_rows(dq_ptr + b64 * stride_dqb + h * stride_dqh, qi, stride_dqt, offs_dk, row_ok, dq * scale, DK, BLOCK_DK)
 
 
 @triton.jit
@@ -523,9 +459,8 @@ def _dkv_sel_kernel(
 
 def sparse_attention_bwd(do, q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, lse, *, chunk_size, window, causal,
                          q_start, k_start, scale, need_sel=True, dq_cfg=(64, 64, 4, 2), dkv_cfg=(64, 64, 4, 2),
-                         sel_cfg=(64, 64, 4, 2), pairs=None):
+                         sel_cfg=(64, 64, 4, 2)):
     """Backward launch (layouts: sparse_attention_fwd). cfg = (BLOCK_M, BLOCK_N, warps, stages[, register cap]).
-    pairs: the forward's (its lists and lse); the dq kernel then runs two chunks per program.
 
     Returns dq, dk, dv (dtypes of q, k, v), dkb (fp32) and dsel_k, dsel_v, dsel_b ([B, NC, K, H(, D)],
     zero on unused entries; None for the indexed layout, whose selected-key gradients are in dk,
@@ -533,12 +468,9 @@ def sparse_attention_bwd(do, q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, l
     bsz, Tq, H, DK = q.shape
     Tk, DV = k.shape[1], v.shape[-1]
     NC, K = rows.shape[1], rows.shape[2]
-    LP = lse.shape[1]
+    LP = NC * chunk_size
     indexed = sel_k is None
     dev = q.device
-    # the lists the selected-key loops read: the chunks', or the pairs' (bits: which chunk sees an entry)
-    lists, bits, counts = (rows, rows, cnt) if pairs is None else pairs
-    NL, KL = lists.shape[1], lists.shape[2]
     BLOCK_DK = max(16, triton.next_power_of_2(DK))
     BLOCK_DV = max(16, triton.next_power_of_2(DV))
     prec = dot_prec(q.dtype)
@@ -562,7 +494,7 @@ def sparse_attention_bwd(do, q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, l
         # fp32 sums of the selected keys' gradients over the chunks that list them, zeroed on the
         # listed rows only; the local kernel starts from them (module docstring)
         mark = torch.zeros(bsz, Tk, device=dev, dtype=torch.int8)
-        _mark_rows_kernel[(bsz * NL,)](lists, counts, mark, NL, KL, Tk, BLOCK=256)
+        _mark_rows_kernel[(bsz * NC,)](rows, cnt, mark, NC, K, Tk, BLOCK=256)
         acc_k = _empty((bsz, Tk, H, DK), dev, torch.float32)
         acc_v = _empty((bsz, Tk, H, DV), dev, torch.float32)
         acc_b = _empty((bsz, Tk, H), dev, torch.float32)
@@ -585,16 +517,15 @@ def sparse_attention_bwd(do, q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, l
     bm, bn, warps, stages, cap = launch_setting(dq_cfg)
     BLOCK_M, ROWS = query_rows(bm, chunk_size)
     fused = want_sel and ROWS == chunk_size
-    check_pairs(pairs, indexed, ROWS, chunk_size)
-    _dq_kernel[(NL if pairs is not None else NC * (chunk_size // ROWS), bsz * H)](
-        q, k, v, kb, sk[0], sv[0], sb[0], lists, bits, counts, do, lse, delta, dq, dsk[0], dsv[0], dsb[0],
-        Tq, Tk, H, NL, KL, q_start, k_start, LP, qk_scale, scale,
+    _dq_kernel[(NC * (chunk_size // ROWS), bsz * H)](
+        q, k, v, kb, sk[0], sv[0], sb[0], rows, cnt, do, lse, delta, dq, dsk[0], dsv[0], dsb[0],
+        Tq, Tk, H, NC, K, q_start, k_start, LP, qk_scale, scale,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), kb.stride(0), kb.stride(1), kb.stride(2), *sk[1:], *sv[1:], *sb[1:],
         do.stride(0), do.stride(1), do.stride(2), dq.stride(0), dq.stride(1), dq.stride(2),
         *dsk[1:], *dsv[1:], *dsb[1:],
         WINDOW=window, CAUSAL=causal, ROWS=ROWS, BLOCK_M=BLOCK_M, BLOCK_N=bn, FUSED_SEL=fused, INDEXED=indexed,
-        PAIR=pairs is not None, num_warps=warps, num_stages=stages, **register_cap(cap), **common,
+        num_warps=warps, num_stages=stages, **register_cap(cap), **common,
     )
 
     if want_sel and not fused:

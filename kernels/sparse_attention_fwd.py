@@ -129,54 +129,9 @@ def _local_bounds(t, q_start, k_start, Tk, ROWS: tl.constexpr, CHUNK: tl.constex
 
 
 @triton.jit
-def _fwd_tile_local(t, q_ptr, k_base, v_base, kb_base, b64, h, Tq, Tk, q_start, k_start, qk_scale,
-                    stride_qb, stride_qt, stride_qh, stride_kt, stride_vt, stride_kbt, offs_m, offs_n, offs_dk, offs_dv,
-                    CHUNK: tl.constexpr, WINDOW: tl.constexpr, CAUSAL: tl.constexpr, ROWS: tl.constexpr,
-                    DK: tl.constexpr, DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                    BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PREC: tl.constexpr):
-    """Query tile t's queries and its online softmax over its local keys: (q, acc, l_i, m_i, chunk)."""
-    qi = t * ROWS + offs_m  # [BM] query indices
-    row_ok = (offs_m < ROWS) & (qi < Tq)
-    q_abs = q_start + qi
-    # [BM, BDK]
-    q = _load_rows(q_ptr + b64 * stride_qb + h * stride_qh, qi, stride_qt, offs_dk, row_ok, DK, BLOCK_DK, True)
-    m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)
-    l_i = tl.zeros([BLOCK_M], tl.float32)
-    acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
-    c, lo, mid, hi = _local_bounds(t, q_start, k_start, Tk, ROWS, CHUNK, WINDOW, CAUSAL, BLOCK_N)
-    acc, l_i, m_i = _fwd_local(acc, l_i, m_i, q, k_base, v_base, kb_base, stride_kt, stride_vt, stride_kbt, lo, mid,
-                               k_start, q_abs, qk_scale, offs_n, offs_dk, offs_dv, False, CAUSAL, DK, DV, BLOCK_N,
-                               BLOCK_DK, BLOCK_DV, DOT_PREC)
-    acc, l_i, m_i = _fwd_local(acc, l_i, m_i, q, k_base, v_base, kb_base, stride_kt, stride_vt, stride_kbt, mid, hi,
-                               k_start, q_abs, qk_scale, offs_n, offs_dk, offs_dv, True, CAUSAL, DK, DV, BLOCK_N,
-                               BLOCK_DK, BLOCK_DV, DOT_PREC)
-    return q, acc, l_i, m_i, c
-
-
-@triton.jit
-def _fwd_tile_store(t, acc, l_i, m_i, o_ptr, lse_ptr, b64, h, bh, Tq, LP, stride_ob, stride_ot, stride_oh, offs_m,
-                    offs_dv, ROWS: tl.constexpr, DV: tl.constexpr, BLOCK_DV: tl.constexpr):
-    """out = acc / l and the base-2 log-sum-exp of query tile t (+inf on padding rows)."""
-    qi = t * ROWS + offs_m
-    row_ok = (offs_m < ROWS) & (qi < Tq)
-    seen = l_i > 0.0
-    l_safe = tl.where(seen, l_i, 1.0)
-    out = acc / l_safe[:, None]
-    _store_rows(o_ptr + b64 * stride_ob + h * stride_oh, qi, stride_ot, offs_dv, row_ok, out, DV, BLOCK_DV)
-    lse2 = tl.where(row_ok & seen, m_i + tl.log2(l_safe), float("inf"))
-    tl.store(lse_ptr + bh.to(tl.int64) * LP + qi, lse2, mask=offs_m < ROWS)
-
-
-@triton.jit
-def _member_bias(bias, bits, bit: tl.constexpr):
-    """The keys' biases for one chunk of a pair: -inf (probability 0) where its bit is clear."""
-    return tl.where((bits & bit) != 0, bias, float("-inf"))
-
-
-@triton.jit
 def _sparse_attn_fwd_kernel(
-    q_ptr, k_ptr, v_ptr, kb_ptr, sk_ptr, sv_ptr, sb_ptr, row_ptr, bits_ptr, cnt_ptr, o_ptr, lse_ptr,
-    Tq, Tk, H, NL, K, q_start, k_start, LP, qk_scale,
+    q_ptr, k_ptr, v_ptr, kb_ptr, sk_ptr, sv_ptr, sb_ptr, row_ptr, cnt_ptr, o_ptr, lse_ptr,
+    Tq, Tk, H, NC, K, q_start, k_start, LP, qk_scale,
     stride_qb, stride_qt, stride_qh,
     stride_kb, stride_kt, stride_kh,
     stride_vb, stride_vt, stride_vh,
@@ -187,9 +142,9 @@ def _sparse_attn_fwd_kernel(
     stride_ob, stride_ot, stride_oh,
     CHUNK: tl.constexpr, WINDOW: tl.constexpr, CAUSAL: tl.constexpr, ROWS: tl.constexpr,
     DK: tl.constexpr, DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-    BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PREC: tl.constexpr, PAIR: tl.constexpr,
+    BLOCK_DK: tl.constexpr, BLOCK_DV: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
-    pid = tl.program_id(0)
+    t = tl.program_id(0)
     bh = tl.program_id(1)
     b = bh // H
     h = bh % H
@@ -198,31 +153,34 @@ def _sparse_attn_fwd_kernel(
     offs_n = tl.arange(0, BLOCK_N)
     offs_dk = tl.arange(0, BLOCK_DK)
     offs_dv = tl.arange(0, BLOCK_DV)
+    qi = t * ROWS + offs_m  # [BM] query indices
+    row_ok = (offs_m < ROWS) & (qi < Tq)
+    q_abs = q_start + qi
+
+    # [BM, BDK]
+    q = _load_rows(q_ptr + b64 * stride_qb + h * stride_qh, qi, stride_qt, offs_dk, row_ok, DK, BLOCK_DK, True)
     k_base = k_ptr + b64 * stride_kb + h * stride_kh
     v_base = v_ptr + b64 * stride_vb + h * stride_vh
     kb_base = kb_ptr + b64 * stride_kbb + h * stride_kbh
-    # PAIR: chunks 2 pid and 2 pid + 1 (one query tile each), over their pair list (bits: which sees a key)
-    t0 = 2 * pid if PAIR else pid
-    q0, acc0, l0, m0, c = _fwd_tile_local(
-        t0, q_ptr, k_base, v_base, kb_base, b64, h, Tq, Tk, q_start, k_start, qk_scale, stride_qb, stride_qt,
-        stride_qh, stride_kt, stride_vt, stride_kbt, offs_m, offs_n, offs_dk, offs_dv, CHUNK, WINDOW, CAUSAL, ROWS,
-        DK, DV, BLOCK_M, BLOCK_N, BLOCK_DK, BLOCK_DV, DOT_PREC)
-    if PAIR:
-        q1, acc1, l1, m1, _ = _fwd_tile_local(
-            t0 + 1, q_ptr, k_base, v_base, kb_base, b64, h, Tq, Tk, q_start, k_start, qk_scale, stride_qb, stride_qt,
-            stride_qh, stride_kt, stride_vt, stride_kbt, offs_m, offs_n, offs_dk, offs_dv, CHUNK, WINDOW, CAUSAL,
-            ROWS, DK, DV, BLOCK_M, BLOCK_N, BLOCK_DK, BLOCK_DV, DOT_PREC)
-        li = pid
-    else:
-        li = c
+    m_i = tl.full([BLOCK_M], -1.0e30, tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_DV], tl.float32)
 
-    # selected keys: the first cnt entries of the compacted list li (chunk c's, or the pair's)
-    li64 = li.to(tl.int64)
-    cnt = tl.load(cnt_ptr + b * NL + li)
-    row_base = row_ptr + (b64 * NL + li64) * K
-    sk_base = sk_ptr + b64 * stride_skb + li64 * stride_skc + h * stride_skh
-    sv_base = sv_ptr + b64 * stride_svb + li64 * stride_svc + h * stride_svh
-    sb_base = sb_ptr + b64 * stride_sbb + li64 * stride_sbc + h * stride_sbh
+    c, lo, mid, hi = _local_bounds(t, q_start, k_start, Tk, ROWS, CHUNK, WINDOW, CAUSAL, BLOCK_N)
+    acc, l_i, m_i = _fwd_local(acc, l_i, m_i, q, k_base, v_base, kb_base, stride_kt, stride_vt, stride_kbt, lo, mid,
+                               k_start, q_abs, qk_scale, offs_n, offs_dk, offs_dv, False, CAUSAL, DK, DV, BLOCK_N,
+                               BLOCK_DK, BLOCK_DV, DOT_PREC)
+    acc, l_i, m_i = _fwd_local(acc, l_i, m_i, q, k_base, v_base, kb_base, stride_kt, stride_vt, stride_kbt, mid, hi,
+                               k_start, q_abs, qk_scale, offs_n, offs_dk, offs_dv, True, CAUSAL, DK, DV, BLOCK_N,
+                               BLOCK_DK, BLOCK_DV, DOT_PREC)
+
+    # selected keys of chunk c: the first cnt entries of its compacted list
+    c64 = c.to(tl.int64)
+    cnt = tl.load(cnt_ptr + b * NC + c)
+    row_base = row_ptr + (b64 * NC + c64) * K
+    sk_base = sk_ptr + b64 * stride_skb + c64 * stride_skc + h * stride_skh
+    sv_base = sv_ptr + b64 * stride_svb + c64 * stride_svc + h * stride_svh
+    sb_base = sb_ptr + b64 * stride_sbb + c64 * stride_sbc + h * stride_sbh
     # (loading the row indices a tile ahead, as the dq kernel does, lets the gathers pipeline deeper
     # but took this kernel to 255 registers with spills: 9% slower, session 10; with 32-key tiles or 8
     # warps it fits (128-231 registers, no spills) but every such tile was 9-50% slower, session 11)
@@ -232,22 +190,16 @@ def _sparse_attn_fwd_kernel(
         rows = tl.load(row_base + n, mask=n_ok, other=0)
         kt = _load_rows(sk_base, rows, stride_skr, offs_dk, n_ok, DK, BLOCK_DK, True)
         vt = _load_rows(sv_base, rows, stride_svr, offs_dv, n_ok, DV, BLOCK_DV, True)
-        # a -inf bias masks the keys past cnt (and, PAIR, the keys a chunk does not see): no per-logit select
+        # a -inf bias masks the keys past cnt: no per-logit select
         bias = _load_bias(sb_base, rows, stride_sbr, n_ok, True, float("-inf"))
-        if PAIR:
-            bits = tl.load(bits_ptr + (b64 * NL + li64) * K + n, mask=n_ok, other=0)
-            acc0, l0, m0 = _softmax_step(acc0, l0, m0, q0, kt, vt, _member_bias(bias, bits, 1), n_ok[None, :],
-                                         qk_scale, False, DOT_PREC)
-            acc1, l1, m1 = _softmax_step(acc1, l1, m1, q1, kt, vt, _member_bias(bias, bits, 2), n_ok[None, :],
-                                         qk_scale, False, DOT_PREC)
-        else:
-            acc0, l0, m0 = _softmax_step(acc0, l0, m0, q0, kt, vt, bias, n_ok[None, :], qk_scale, False, DOT_PREC)
+        acc, l_i, m_i = _softmax_step(acc, l_i, m_i, q, kt, vt, bias, n_ok[None, :], qk_scale, False, DOT_PREC)
 
-    _fwd_tile_store(t0, acc0, l0, m0, o_ptr, lse_ptr, b64, h, bh, Tq, LP, stride_ob, stride_ot, stride_oh, offs_m,
-                    offs_dv, ROWS, DV, BLOCK_DV)
-    if PAIR:
-        _fwd_tile_store(t0 + 1, acc1, l1, m1, o_ptr, lse_ptr, b64, h, bh, Tq, LP, stride_ob, stride_ot, stride_oh,
-                        offs_m, offs_dv, ROWS, DV, BLOCK_DV)
+    seen = l_i > 0.0
+    l_safe = tl.where(seen, l_i, 1.0)
+    out = acc / l_safe[:, None]
+    _store_rows(o_ptr + b64 * stride_ob + h * stride_oh, qi, stride_ot, offs_dv, row_ok, out, DV, BLOCK_DV)
+    lse2 = tl.where(row_ok & seen, m_i + tl.log2(l_safe), float("inf"))
+    tl.store(lse_ptr + bh.to(tl.int64) * LP + qi, lse2, mask=offs_m < ROWS)
 
 
 POISON_OUTPUTS = False
@@ -300,33 +252,19 @@ def sel_strides(t: torch.Tensor | None, indexed: bool, like: torch.Tensor):
     return t, t.stride(0), t.stride(1), t.stride(2), t.stride(3)
 
 
-def check_pairs(pairs, indexed: bool, rows_per_tile: int, chunk_size: int) -> None:
-    """The paired mode's conditions: the indexed layout (a pair list's rows index k), one query tile per chunk."""
-    if pairs is not None and (not indexed or rows_per_tile != chunk_size):
-        raise ValueError("sparse attention: paired chunks need the indexed layout and query tiles of a whole chunk")
-
-
-def lse_length(n_chunks: int, chunk_size: int, paired: bool) -> int:
-    """Rows per head of the log-sum-exp and delta buffers: every chunk's (a paired grid's whole pairs)."""
-    return (n_chunks + (n_chunks % 2 if paired else 0)) * chunk_size
-
-
 def sparse_attention_fwd(q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, *, chunk_size, window, causal, q_start,
-                         k_start, scale, block_m=64, block_n=64, num_warps=4, num_stages=2, maxnreg=None, pairs=None):
+                         k_start, scale, block_m=64, block_n=64, num_warps=4, num_stages=2, maxnreg=None):
     """Forward launch. q [B, Tq, H, DK], k [B, Tk, H, DK], v [B, Tk, H, DV] (last dim contiguous),
     kb [B, Tk, H] fp32 key biases; sel_k / sel_v [B, NC, K, H, D] and sel_b [B, NC, K, H] fp32, or
     all None (indexed: rows index k, kb); rows [B, NC, K] int32, cnt [B, NC] int32 (compacted
-    lists). pairs: None, or (indexed, query tiles of a whole chunk) the pair lists of
-    genossa.kernels.pair_rows (rows [B, NP, K2], bits, cnt [B, NP]), read instead of rows / cnt by
-    programs of two chunks. Returns out [B, Tq, H, DV] (q.dtype) and the base-2 lse
-    [B*H, lse_length(NC, chunk, paired)] fp32 (+inf on padding rows)."""
+    lists). Returns out [B, Tq, H, DV] (q.dtype) and the base-2 lse [B*H, NC*chunk] fp32 (+inf on
+    padding rows)."""
     bsz, Tq, H, DK = q.shape
     Tk, DV = k.shape[1], v.shape[-1]
-    NC = rows.shape[1]
+    NC, K = rows.shape[1], rows.shape[2]
     BLOCK_M, ROWS = query_rows(block_m, chunk_size)
+    LP = NC * chunk_size
     indexed = sel_k is None
-    check_pairs(pairs, indexed, ROWS, chunk_size)
-    LP = lse_length(NC, chunk_size, pairs is not None)
     out = _empty((bsz, Tq, H, DV), q.device, q.dtype)
     lse = _empty((bsz * H, LP), q.device, torch.float32)
     if Tq == 0:
@@ -334,14 +272,10 @@ def sparse_attention_fwd(q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, *, chunk_s
     sk = sel_strides(sel_k, indexed, k)
     sv = sel_strides(sel_v, indexed, v)
     sb = sel_strides(sel_b, indexed, kb)
-    if pairs is None:
-        lists, bits, counts, grid = rows, rows, cnt, (NC * (chunk_size // ROWS), bsz * H)
-    else:
-        lists, bits, counts = pairs
-        grid = (lists.shape[1], bsz * H)
+    grid = (NC * (chunk_size // ROWS), bsz * H)
     _sparse_attn_fwd_kernel[grid](
-        q, k, v, kb, sk[0], sv[0], sb[0], lists, bits, counts, out, lse,
-        Tq, Tk, H, lists.shape[1], lists.shape[2], q_start, k_start, LP, scale * LOG2E,
+        q, k, v, kb, sk[0], sv[0], sb[0], rows, cnt, out, lse,
+        Tq, Tk, H, NC, K, q_start, k_start, LP, scale * LOG2E,
         q.stride(0), q.stride(1), q.stride(2),
         k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2),
@@ -350,7 +284,7 @@ def sparse_attention_fwd(q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, *, chunk_s
         out.stride(0), out.stride(1), out.stride(2),
         CHUNK=chunk_size, WINDOW=window, CAUSAL=causal, ROWS=ROWS, DK=DK, DV=DV,
         BLOCK_M=BLOCK_M, BLOCK_N=block_n, BLOCK_DK=max(16, triton.next_power_of_2(DK)),
-        BLOCK_DV=max(16, triton.next_power_of_2(DV)), DOT_PREC=dot_prec(q.dtype), PAIR=pairs is not None,
+        BLOCK_DV=max(16, triton.next_power_of_2(DV)), DOT_PREC=dot_prec(q.dtype),
         num_warps=num_warps, num_stages=num_stages, **register_cap(maxnreg),
     )
     return out, lse

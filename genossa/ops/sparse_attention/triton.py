@@ -30,10 +30,9 @@ import math
 import torch
 from torch import Tensor
 
-from genossa.kernels.pair_rows import pair_rows
 from genossa.kernels.selection_rows import selection_rows
 from genossa.kernels.sparse_attention_bwd import sparse_attention_bwd
-from genossa.kernels.sparse_attention_fwd import launch_setting, query_rows, sparse_attention_fwd
+from genossa.kernels.sparse_attention_fwd import launch_setting, sparse_attention_fwd
 from genossa.ops.sparse_attention.selection import pool_slots
 
 KERNEL_CONFIG = {
@@ -104,32 +103,23 @@ class SparseAttentionFunction(torch.autograd.Function):
     def forward(ctx, q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, chunk_size, window, causal, q_start, k_start,
                 scale):
         kw = dict(chunk_size=chunk_size, window=window, causal=causal, q_start=q_start, k_start=k_start, scale=scale)
-        cfg = _configs(q.dtype, (q.shape[-1], v.shape[-1]))
-        pairs = pair_rows(rows, cnt) if _paired(cfg, sel_k is None, chunk_size) else None
-        bm, bn, warps, stages, cap = launch_setting(cfg["fwd"])
+        bm, bn, warps, stages, cap = launch_setting(_configs(q.dtype, (q.shape[-1], v.shape[-1]))["fwd"])
         out, lse = sparse_attention_fwd(q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, block_m=bm, block_n=bn,
-                                        num_warps=warps, num_stages=stages, maxnreg=cap, pairs=pairs, **kw)
-        ctx.save_for_backward(q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, lse, *(pairs or ()))
+                                        num_warps=warps, num_stages=stages, maxnreg=cap, **kw)
+        ctx.save_for_backward(q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, lse)
         ctx.kw = kw
         return out
 
     @staticmethod
     def backward(ctx, dout):
-        q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, lse, *pairs = ctx.saved_tensors
+        q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, lse = ctx.saved_tensors
         cfg = _configs(q.dtype, (q.shape[-1], v.shape[-1]))
         need_sel = any(ctx.needs_input_grad[4:7])
         dq, dk, dv, dkb, dsk, dsv, dsb = sparse_attention_bwd(
             _last_contiguous(dout), q, k, v, kb, sel_k, sel_v, sel_b, rows, cnt, out, lse, need_sel=need_sel,
-            dq_cfg=cfg["dq"], dkv_cfg=cfg["dkv"], sel_cfg=cfg["sel"], pairs=pairs or None, **ctx.kw,
+            dq_cfg=cfg["dq"], dkv_cfg=cfg["dkv"], sel_cfg=cfg["sel"], **ctx.kw,
         )
         return dq, dk, dv, dkb, dsk, dsv, dsb, None, None, None, None, None, None, None, None
-
-
-def _paired(cfg: dict, indexed: bool, chunk_size: int) -> bool:
-    """Whether the kernels run two chunks per program: the config asks for it ("pairs"), the layout is
-    indexed and both query-tile kernels hold a whole chunk per tile."""
-    whole = all(query_rows(launch_setting(cfg[name])[0], chunk_size)[1] == chunk_size for name in ("fwd", "dq"))
-    return bool(cfg.get("pairs")) and indexed and whole
 
 
 def _last_contiguous(t: Tensor) -> Tensor:
