@@ -138,12 +138,16 @@ def main():
     ap.add_argument("--profile", type=int, metavar="N", help="instead: GPU time per kernel of the layer at n=N")
     ap.add_argument("--ours-only", action="store_true", help="time our layer alone (no mamba_ssm, no dense SDPA)")
     ap.add_argument("--attn-config", type=json.loads, default={},
-                    help='attention launch settings over its KERNEL_CONFIG, e.g. \'{"pairs": true}\'')
+                    help='attention launch settings over its KERNEL_CONFIG, e.g. \'{"fwd": [128, 64, 4, 3]}\'')
+    ap.add_argument("--ssd-fwd-config", type=json.loads, default={},
+                    help='SSD forward launch settings over KERNEL_CONFIG["fwd"], e.g. \'{"split_importance": true}\'')
     args = ap.parse_args()
     use_checkout()
     from genossa.ops.sparse_attention import triton as sat
+    from genossa.ops.ssd import triton as ssd_triton_mod
 
     sat.KERNEL_CONFIG.update({k: tuple(v) if isinstance(v, list) else v for k, v in args.attn_config.items()})
+    ssd_triton_mod.KERNEL_CONFIG["fwd"].update(args.ssd_fwd_config)
     if args.profile:
         return profile_layer(args.profile)
     assert torch.cuda.is_available(), "needs a CUDA GPU"
@@ -152,7 +156,7 @@ def main():
     print(f"device {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}, "
           f"{time.strftime('%Y-%m-%d %H:%M:%S')}", flush=True)
     mamba = import_mamba(args.mamba) if args.mamba.exists() and not args.ours_only else None
-    print(f"attention launch settings: {sat.KERNEL_CONFIG}", flush=True)
+    print(f"attention launch settings: {sat.KERNEL_CONFIG}; SSD: {ssd_triton_mod.KERNEL_CONFIG}", flush=True)
     results = {T: run(T, mamba) for T in args.lengths}
     print("\n| n | layer | fwd ms | fwd+bwd ms | peak MiB | peak bytes/token | fwd+bwd vs ours |")
     print("|---|---|---|---|---|---|---|")
