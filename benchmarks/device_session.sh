@@ -41,7 +41,7 @@
 #   bash benchmarks/device_session.sh s12rot     # dq kernel's selected tiles rotated per chunk vs in list order: attention, layer
 #   bash benchmarks/device_session.sh s12final   # every GPU test, the layer and the small preset's step at the session's final tree
 #   bash benchmarks/device_session.sh s13pair    # two chunks per program (at 01cf57d): GPU tests, attention (prefix pattern) and layer, paired or not
-#   bash benchmarks/device_session.sh s13split   # SSD chunk scan as two launches (y, importance): SSD tests, sweep, timing, layer
+#   bash benchmarks/device_session.sh s13split   # SSD chunk scan as two launches (at 44ea2d8): SSD tests, sweep, timing, layer
 #   bash benchmarks/device_session.sh s10step    # small preset's training step; dq kernel counters with the index prefetch
 #   bash benchmarks/device_session.sh s9base     # the base preset's training step at 131k (6 blocks recomputed)
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
@@ -607,7 +607,8 @@ s13pair)  # one GPU, ~3 min: paired chunks (two query chunks per program over th
     ;;
 s13split)  # one GPU, ~8 min: the SSD forward's chunk scan in one launch or two (y, then the importance's terms:
     # split_importance): SSD GPU tests; ssd_bench's forward sweep at 128k (both ways) and timing at 128k and 1M beside
-    # mamba_ssm, per-kernel profile at 128k; the layer with either (carry .peers)
+    # mamba_ssm, per-kernel profile at 128k; the layer with either (carry .peers). Ran at 44ea2d8; two launches
+    # were no faster and the option was removed after (benchmarks/RESULTS.md, session 13)
     PYTHONSAFEPATH=1 timeout 150 python3 -m pytest -q -p no:cacheprovider -m gpu tests/ops/test_ssd_triton.py 2>&1 | tail -n 2
     timeout 260 python3 benchmarks/ssd_bench.py --lengths 131072 1048576 --check-lengths 4096 > "$OUT/logs/ssd.log" 2>&1
     echo "   exit $?"; grep -E "^  \{|chosen|^correctness" "$OUT/logs/ssd.log"; tail -n 8 "$OUT/logs/ssd.log"

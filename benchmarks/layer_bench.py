@@ -140,7 +140,7 @@ def main():
     ap.add_argument("--attn-config", type=json.loads, default={},
                     help='attention launch settings over its KERNEL_CONFIG, e.g. \'{"fwd": [128, 64, 4, 3]}\'')
     ap.add_argument("--ssd-fwd-config", type=json.loads, default={},
-                    help='SSD forward launch settings over KERNEL_CONFIG["fwd"], e.g. \'{"split_importance": true}\'')
+                    help='SSD forward launch settings over KERNEL_CONFIG["fwd"], e.g. \'{"block_l": 64}\'')
     args = ap.parse_args()
     use_checkout()
     from genossa.ops.sparse_attention import triton as sat

@@ -217,12 +217,9 @@ def run_cases(ssd_triton_mod, mamba, T):
 
 
 SWEEP = [  # forward launch parameters (the backward keeps KERNEL_CONFIG["bwd"])
-    dict(block_l=b, num_warps=w, use_gram=g, bf16_scan=s, split_importance=split)
-    for b, w, g, s, split in [(32, 2, True, True, False), (64, 4, True, True, False), (32, 4, True, True, False),
-                              (64, 8, True, True, False), (32, 2, True, False, False), (64, 4, True, False, False),
-                              (64, 4, False, True, False),
-                              # session 13: y and the importance in two launches (167 registers each offline)
-                              (64, 4, True, True, True), (64, 8, True, True, True), (32, 2, True, True, True)]
+    dict(block_l=b, num_warps=w, use_gram=g, bf16_scan=s)
+    for b, w, g, s in [(32, 2, True, True), (64, 4, True, True), (32, 4, True, True), (64, 8, True, True),
+                       (32, 2, True, False), (64, 4, True, False), (64, 4, False, True)]
 ]
 
 

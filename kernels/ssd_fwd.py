@@ -253,7 +253,7 @@ def _chunk_scan_fwd_kernel(
     stride_s_b, stride_s_c, stride_s_h,
     CHUNK: tl.constexpr, BLOCK_L: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr, HAS_D: tl.constexpr, HAS_Z: tl.constexpr, IMPORTANCE: tl.constexpr,
-    HAS_GRAM: tl.constexpr, DOT_PREC: tl.constexpr, COMPUTE_Y: tl.constexpr = True,
+    HAS_GRAM: tl.constexpr, DOT_PREC: tl.constexpr,
 ):
     """One block of BLOCK_L positions (t) of one chunk and head per program, grid
     (B*H, NC * ceil(CHUNK / BLOCK_L)): y_t, and with IMPORTANCE the per-position terms
@@ -261,9 +261,7 @@ def _chunk_scan_fwd_kernel(
     _importance_fwd_kernel), r_t = x_t . w_t with w_t = h_{t-1} B_t formed like y_t = h_t C_t.
     x, z, y, ypre share x's strides; B, C share B's; dt, cross, self share dt's.
     With HAS_GRAM, cb / bb are C B^T / B B^T per chunk and group ([B, NC, G, CHUNK, CHUNK], fp32 or the
-    scan dtype); starts are the states before the chunks (fp32 or the scan dtype).
-    COMPUTE_Y off (with IMPORTANCE): the importance's terms alone, y left to a launch without IMPORTANCE
-    (two lighter programs instead of one holding both accumulators)."""
+    scan dtype); starts are the states before the chunks (fp32 or the scan dtype)."""
     bh = tl.program_id(0)
     cm = tl.program_id(1)
     n_blocks = tl.cdiv(CHUNK, BLOCK_L)
@@ -310,10 +308,9 @@ def _chunk_scan_fwd_kernel(
             mask=(offs_p[:, None] < P) & (offs_n[None, :] < N), other=0.0,
         )
         start_c = tl.trans(start.to(x_ptr.dtype.element_ty))
-        if COMPUTE_Y:
-            # [BL, BK]
-            C_m = tl.load(C_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_n[None, :], mask=mask_mn, other=0.0)
-            acc += tl.dot(C_m, start_c, input_precision=DOT_PREC)
+        # [BL, BK]
+        C_m = tl.load(C_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_n[None, :], mask=mask_mn, other=0.0)
+        acc += tl.dot(C_m, start_c, input_precision=DOT_PREC)
         if IMPORTANCE:
             B_m = tl.load(B_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_n[None, :], mask=mask_mn, other=0.0)
             acc_w += tl.dot(B_m, start_c, input_precision=DOT_PREC)
@@ -333,9 +330,7 @@ def _chunk_scan_fwd_kernel(
         offs_nf = tl.arange(0, BLOCK_N)
         mask_mn = mask_m[:, None] & (offs_nf[None, :] < N)
         # [BL, BN]
-        if COMPUTE_Y:
-            C_full = tl.load(C_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_nf[None, :], mask=mask_mn,
-                             other=0.0)
+        C_full = tl.load(C_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_nf[None, :], mask=mask_mn, other=0.0)
         B_full = tl.load(B_ptr + (t0 + offs_m)[:, None] * stride_B_t + offs_nf[None, :], mask=mask_mn, other=0.0)
 
     carry_k = 0.0
@@ -350,18 +345,16 @@ def _chunk_scan_fwd_kernel(
         )
         # x_s exp(ref - acum_s) dt_s, shared by y's product and w's
         xw = (x_k.to(tl.float32) * (tl.exp(ref - acum_k) * dt_k)[:, None]).to(x_k.dtype)
-        if not HAS_GRAM:
+        if HAS_GRAM:
+            cb = _load_gram(cb_ptr, offs_m, offs_k, CHUNK)
+        else:
             # [BL, BN]
             B_k = tl.load(
                 B_ptr + (t0 + offs_k)[:, None] * stride_B_t + offs_nf[None, :],
                 mask=mask_k[:, None] & (offs_nf[None, :] < N), other=0.0,
             )
-        if COMPUTE_Y:
-            if HAS_GRAM:
-                cb = _load_gram(cb_ptr, offs_m, offs_k, CHUNK)
-            else:
-                cb = tl.dot(C_full, tl.trans(B_k), input_precision=DOT_PREC)
-            acc += tl.dot(cb.to(x_k.dtype), xw, input_precision=DOT_PREC)
+            cb = tl.dot(C_full, tl.trans(B_k), input_precision=DOT_PREC)
+        acc += tl.dot(cb.to(x_k.dtype), xw, input_precision=DOT_PREC)
         if IMPORTANCE:
             # w_t += sum_{s<t} (B_t . B_s) exp(acum_{t-1} - acum_s) dt_s x_s
             if HAS_GRAM:
@@ -381,13 +374,12 @@ def _chunk_scan_fwd_kernel(
     )
     causal = offs_b[:, None] >= offs_b[None, :]
     # [BL(t), BL(s)]
-    if COMPUTE_Y:
-        decay = _masked_decay(acum_m, acum_m, causal) * dt_m[None, :]
-        if HAS_GRAM:
-            cb = _load_gram(cb_ptr, offs_m, offs_m, CHUNK)
-        else:
-            cb = tl.dot(C_full, tl.trans(B_full), input_precision=DOT_PREC)
-        acc += tl.dot((cb * decay).to(x_d.dtype), x_d, input_precision=DOT_PREC)
+    decay = _masked_decay(acum_m, acum_m, causal) * dt_m[None, :]
+    if HAS_GRAM:
+        cb = _load_gram(cb_ptr, offs_m, offs_m, CHUNK)
+    else:
+        cb = tl.dot(C_full, tl.trans(B_full), input_precision=DOT_PREC)
+    acc += tl.dot((cb * decay).to(x_d.dtype), x_d, input_precision=DOT_PREC)
     if IMPORTANCE:
         strict = offs_b[:, None] > offs_b[None, :]
         decay_prev = _masked_decay(acum_prev_m, acum_m, strict) * dt_m[None, :]
@@ -398,17 +390,16 @@ def _chunk_scan_fwd_kernel(
         acc_w += tl.dot((bb * decay_prev).to(x_d.dtype), x_d, input_precision=DOT_PREC)
 
     x_m = x_d.to(tl.float32)
-    if COMPUTE_Y:
-        if HAS_D:
-            acc += tl.load(D_ptr + h).to(tl.float32) * x_m
-        out_offs = xoff + (t0 + offs_m)[:, None] * stride_x_t + offs_p[None, :]
-        mask_out = mask_m[:, None] & (offs_p[None, :] < P)
-        if HAS_Z:
-            tl.store(ypre_ptr + out_offs, acc.to(ypre_ptr.dtype.element_ty), mask=mask_out)
-            # [BL, BP]
-            zz = tl.load(z_ptr + out_offs, mask=mask_out, other=0.0).to(tl.float32)
-            acc = acc * zz * tl.sigmoid(zz)
-        tl.store(y_ptr + out_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_out)
+    if HAS_D:
+        acc += tl.load(D_ptr + h).to(tl.float32) * x_m
+    out_offs = xoff + (t0 + offs_m)[:, None] * stride_x_t + offs_p[None, :]
+    mask_out = mask_m[:, None] & (offs_p[None, :] < P)
+    if HAS_Z:
+        tl.store(ypre_ptr + out_offs, acc.to(ypre_ptr.dtype.element_ty), mask=mask_out)
+        # [BL, BP]
+        zz = tl.load(z_ptr + out_offs, mask=mask_out, other=0.0).to(tl.float32)
+        acc = acc * zz * tl.sigmoid(zz)
+    tl.store(y_ptr + out_offs, acc.to(y_ptr.dtype.element_ty), mask=mask_out)
 
     if IMPORTANCE:
         r = tl.sum(x_m * acc_w, axis=1)
@@ -529,7 +520,7 @@ def state_pass_block(PN):
 
 
 def ssd_fwd(x, dt, A, B, C, D, z, chunk_size, initial_state, return_importance, *,
-            block_l=None, num_warps=4, use_gram=True, scan_dtype=None, split_importance=False):
+            block_l=None, num_warps=4, use_gram=True, scan_dtype=None):
     """Chunked SSD forward. All tensors contiguous, on one device; shapes as in naive.py.
     use_gram: C B^T (and B B^T for importance) once per chunk and group, read by every head
     of the group, rather than recomputed per head.
@@ -537,9 +528,6 @@ def ssd_fwd(x, dt, A, B, C, D, z, chunk_size, initial_state, return_importance, 
     of the fp32 states, which stay for the backward); None: fp32. The scan casts both to x's
     dtype before its products anyway, so x's dtype halves their bytes at the cost of one more
     rounding (C B^T, B B^T rounded before the decay, not after). Not for fp16: its range is small.
-    split_importance: the chunk scan as two launches, y then the importance's terms, each program
-    holding one [BL, P] accumulator instead of two (fewer registers, more programs per multiprocessor;
-    x, the states and B are read twice).
 
     Returns (y [B,T,H,P] x.dtype, y_pre (pre-gate output, only with z, else None),
     starts [B,NC,H,P,N] fp32 (state before each chunk), final [B,H,P,N] fp32,
@@ -596,23 +584,20 @@ def ssd_fwd(x, dt, A, B, C, D, z, chunk_size, initial_state, return_importance, 
         nstart = start_sq.sum(0)
     else:
         norm = change = nstart = None
-    # y and the importance's terms in one launch, or (split_importance) in two lighter ones
-    passes = [(True, False), (False, True)] if return_importance and split_importance else [(True, return_importance)]
-    for compute_y, importance in passes:
-        _chunk_scan_fwd_kernel[(bsz * H, NC * triton.cdiv(chunk_size, BLOCK_L))](
-            x, dt, A, B, C, D if D is not None else A, z if z is not None else x, scan_states,
-            cb if cb is not None else decay, bb if bb is not None else decay,
-            y, y_pre if y_pre is not None else y, norm if norm is not None else decay,
-            change if change is not None else decay,
-            T, H, P, N, G, H // G, NC,
-            x.stride(0), x.stride(1), x.stride(2),
-            dt.stride(0), dt.stride(1), dt.stride(2),
-            B.stride(0), B.stride(1), B.stride(2),
-            states.stride(0), states.stride(1), states.stride(2),
-            CHUNK=chunk_size, BLOCK_L=BLOCK_L, BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N, BLOCK_K=min(BLOCK_N, 64),
-            HAS_D=D is not None, HAS_Z=z is not None, IMPORTANCE=importance, HAS_GRAM=use_gram,
-            DOT_PREC=prec, COMPUTE_Y=compute_y, num_warps=num_warps, num_stages=stages,
-        )
+    _chunk_scan_fwd_kernel[(bsz * H, NC * triton.cdiv(chunk_size, BLOCK_L))](
+        x, dt, A, B, C, D if D is not None else A, z if z is not None else x, scan_states,
+        cb if cb is not None else decay, bb if bb is not None else decay,
+        y, y_pre if y_pre is not None else y, norm if norm is not None else decay,
+        change if change is not None else decay,
+        T, H, P, N, G, H // G, NC,
+        x.stride(0), x.stride(1), x.stride(2),
+        dt.stride(0), dt.stride(1), dt.stride(2),
+        B.stride(0), B.stride(1), B.stride(2),
+        states.stride(0), states.stride(1), states.stride(2),
+        CHUNK=chunk_size, BLOCK_L=BLOCK_L, BLOCK_P=BLOCK_P, BLOCK_N=BLOCK_N, BLOCK_K=min(BLOCK_N, 64),
+        HAS_D=D is not None, HAS_Z=z is not None, IMPORTANCE=return_importance, HAS_GRAM=use_gram,
+        DOT_PREC=prec, num_warps=num_warps, num_stages=stages,
+    )
     if return_importance:
         _importance_fwd_kernel[grid](
             dt, A, nstart, norm, change, T, H, NC,

@@ -167,16 +167,6 @@ def test_gpu_matches_reference(T, dtype):
     check_gradients(make_inputs(T, dtype, **opts), 256, dtype)
 
 
-@pytest.mark.gpu
-@gpu
-def test_gpu_split_importance(monkeypatch):
-    """The chunk scan in two launches (split_importance) at the layer's shapes in bf16 against the reference."""
-    monkeypatch.setitem(ssd_triton_mod.KERNEL_CONFIG, "fwd", {**ssd_triton_mod.KERNEL_CONFIG["fwd"],
-                                                               "split_importance": True})
-    check_forward(make_inputs(4000, torch.bfloat16, batch=1, heads=8, headdim=64, groups=1, dstate=128, seed=11),
-                  256, torch.bfloat16)
-
-
 @pytest.mark.parametrize("use_gram", [False, True])
 def test_launch_configs_agree(monkeypatch, use_gram):
     """Per-head C B^T (use_gram=False) and 64-position blocks give the reference's results too."""
@@ -213,22 +203,3 @@ def test_scan_reads_low_precision_states_and_grams():
         assert torch.isfinite(a).all()
         assert rel(a, b) < FWD_TOL[torch.float16]
     assert torch.equal(outs[torch.float16][1], outs[None][1])  # the final state stays fp32
-
-
-@pytest.mark.parametrize("use_gram", [False, True])
-def test_split_importance_equals_one_launch(use_gram):
-    """The chunk scan as two launches (y, then the importance's terms: split_importance) gives the one
-    launch's y, pre-gate y, final state and norms exactly (the same products in the same order), with D,
-    a gate and an initial state, over a partial last chunk; and the reference's."""
-    inp = make_inputs(150, torch.float32, seed=21)
-    args = [inp[n] for n in ("x", "dt", "A", "B", "C", "D", "z")]
-    outs = {}
-    for split in (False, True):
-        outs[split] = ssd_fwd_mod.ssd_fwd(*args, 64, inp["initial_state"], True, block_l=32, num_warps=4,
-                                          use_gram=use_gram, split_importance=split)
-    for name, a, b in zip(("y", "y_pre", "starts", "final", "norm", "change"), outs[True], outs[False]):
-        assert torch.equal(a, b), name
-    y_ref, _, imp_ref, _ = reference(inp, 64)
-    assert rel(outs[True][0], y_ref) < FWD_TOL[torch.float32]
-    assert rel(outs[True][4], imp_ref.norm) < FWD_TOL[torch.float32]
-    assert rel(outs[True][5], imp_ref.change) < FWD_TOL[torch.float32]

@@ -17,7 +17,7 @@ from genossa.ops.ssd.naive import ScanImportance
 
 
 KERNEL_CONFIG = {
-    "fwd": {"block_l": 64, "num_warps": 4, "use_gram": True, "bf16_scan": True, "split_importance": False},
+    "fwd": {"block_l": 64, "num_warps": 4, "use_gram": True, "bf16_scan": True},
     "bwd": {"block_l": 32, "num_warps": 4, "use_gram": True, "group_block_l": 64, "group_warps": 8},
 }
 """Launch parameters of the forward and backward chunk kernels: block_l (positions per tile, and
