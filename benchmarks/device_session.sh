@@ -42,6 +42,7 @@
 #   bash benchmarks/device_session.sh s12final   # every GPU test, the layer and the small preset's step at the session's final tree
 #   bash benchmarks/device_session.sh s13pair    # two chunks per program (at 01cf57d): GPU tests, attention (prefix pattern) and layer, paired or not
 #   bash benchmarks/device_session.sh s13split   # SSD chunk scan as two launches (at 44ea2d8): SSD tests, sweep, timing, layer
+#   bash benchmarks/device_session.sh s13flex    # the attention beside FlexAttention and dense SDPA on the prefix pattern (16k-1M)
 #   bash benchmarks/device_session.sh s10step    # small preset's training step; dq kernel counters with the index prefetch
 #   bash benchmarks/device_session.sh s9base     # the base preset's training step at 131k (6 blocks recomputed)
 #   bash benchmarks/device_session.sh infer      # embed (base profiled, small), score at 8,192, training steps
@@ -619,6 +620,12 @@ s13split)  # one GPU, ~8 min: the SSD forward's chunk scan in one launch or two 
         echo "   exit $?"; grep "genossa layer" "$OUT/logs/layer.log"
         cat "$OUT/logs/layer.log" >> "$OUT/logs/layer_all.log"
     done
+    ;;
+s13flex)  # one GPU, ~7 min: the attention (checks against the fp32 reference, then timing) beside FlexAttention and
+    # dense SDPA at 16k, 128k and 1M on --pattern prefix (the model's kind of lists), at the committed settings
+    timeout 480 python3 benchmarks/attention_bench.py --no-sweep --pattern prefix --sizes 16384,131072,1048576 \
+        > "$OUT/logs/attention.log" 2>&1
+    echo "   exit $?"; grep -E "keys per query|Flex vs ours" "$OUT/logs/attention.log"; tail -n 24 "$OUT/logs/attention.log"
     ;;
 s10step)  # one GPU, ~4 min: the small preset's bare training step with session 10's kernels, then the dq kernel's
     # counters and per-instruction stall samples with its row indices a tile ahead (128k)
