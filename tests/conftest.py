@@ -20,6 +20,12 @@ from genossa import resources
 from genome_helpers import random_genome, write_fasta
 
 
+def pytest_collection_modifyitems(items):
+    """The tests marked slow first (a stable sort, the same in every test worker): the longest jobs start
+    at once beside the short ones instead of last, alone."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture(autouse=True)
 def one_torch_thread():
     """One intra-op thread per test: the shapes are small, and on a shared 2-core machine a
