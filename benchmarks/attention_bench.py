@@ -341,7 +341,7 @@ def main():
     ap.add_argument("--no-check", action="store_true")
     ap.add_argument("--pattern", choices=("random", "prefix"), default="random", help="the blocks' choice: PATTERN")
     ap.add_argument("--config", type=json.loads, default={},
-                    help='launch settings over KERNEL_CONFIG, e.g. \'{"pairs": true, "fwd": [128, 64, 8, 3]}\'')
+                    help='launch settings over KERNEL_CONFIG, e.g. \'{"fwd": [128, 32, 4, 3]}\'')
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="also profile the kernels (torch.profiler) of one fwd+bwd at n=N, last")
     args = ap.parse_args()

@@ -13,7 +13,7 @@ from genossa.train.metrics import read_metrics
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1200)  # ~285 s alone on the 2-core machine with two threads
+@pytest.mark.timeout(1200)  # 2-core machine: ~285 s alone on two threads, ~520 s on one beside a test worker
 def test_quickstart_trains_embeds_and_scores(tmp_path):
     exe = Path(sys.executable).parent / "genossa"
     exe = str(exe) if exe.exists() else shutil.which("genossa")
